@@ -1,0 +1,31 @@
+# bestie: BESTIE (CVPR 2022) weakly-supervised instance segmentation as a Snakemake workflow.
+#
+#   snakemake --cores all              # the embedded synthetic default, on this machine
+#   snakemake --profile slurm          # on a SLURM cluster (profiles/slurm)
+#
+# Every artifact lives under results/{experiment}/ (formats: bestie/artifacts.py). A stage
+# shared by several experiments (equal config and inputs) lives under the first of them.
+#
+# results/{exp}/
+#   dataset/{split}.json            image records (id, file, size, image-level classes, points)
+#   dataset/{split}_gt.json         COCO ground truth; read only by evaluation and statistics
+#   dataset/images/                 generated images (synthetic data set only)
+#   classifier/{cam,pam}/           model.pt, train_log.csv, checkpoints/last.pt
+#   cues/{split}.h5, cues/stats.json
+#   logs/, benchmarks/              one log and one benchmark (time, memory) file per job
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

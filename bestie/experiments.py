@@ -1,0 +1,123 @@
+"""Experiments: named variants of the base config, and which artifacts they share.
+
+An experiment is the base config deep-merged with its overrides (``experiments:`` in the
+config; with ``seeds: [..]`` every experiment is repeated per seed as ``{name}_seed{s}``).
+Each pipeline stage reads a fixed set of config sections and the artifacts of upstream
+stages. A stage's *key* hashes those sections and the upstream keys, so two experiments with
+equal keys would compute the same artifact: the first such experiment (in config order)
+*owns* it and the others read it from there. A Table-3 grid therefore trains the
+classifier once.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bestie.config import Config, ConfigError, from_dict, to_dict
+
+DEFAULT_EXPERIMENT = "bestie"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage's config sections (top-level keys) and the stages it reads from."""
+
+    sections: tuple[str, ...]
+    inputs: Callable[[Config], list[str]]
+    adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
+def _cam_classifier(sections: dict[str, Any]) -> dict[str, Any]:
+    """The CAM classifier is the PAM classifier's recipe with no PAM layers."""
+    sections["classifier"]["pam_layers"] = []
+    return sections
+
+
+def _cue_inputs(cfg: Config) -> list[str]:
+    if cfg.cues.source == "gt_points" or cfg.supervision == "point":
+        return ["dataset"]
+    return ["dataset", f"classifier_{cfg.cues.classifier}"]
+
+
+def _wsss_inputs(cfg: Config) -> list[str]:
+    return ["dataset", "classifier_cam"] if cfg.wsss.method == "cam" else ["dataset"]
+
+
+STAGES: dict[str, Stage] = {
+    "dataset": Stage(("dataset",), lambda cfg: []),
+    "classifier_pam": Stage(("classifier", "seed"), lambda cfg: ["dataset"]),
+    "classifier_cam": Stage(("classifier", "seed"), lambda cfg: ["dataset"], _cam_classifier),
+    "cues": Stage(("cues", "supervision", "shards"), _cue_inputs),
+}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``override`` merged in (mappings recursively, others replaced)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+class Experiments:
+    """The experiments of one config and the owner of every (experiment, stage) artifact."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        raw = copy.deepcopy(raw or {})
+        variants = raw.pop("experiments", None) or {DEFAULT_EXPERIMENT: {}}
+        seeds = raw.pop("seeds", None) or []
+        base = to_dict(from_dict(Config, raw))
+        self.configs: dict[str, Config] = {}
+        for name, overrides in variants.items():
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"config key 'experiments.{name}': expected a mapping")
+            for key in ("experiments", "seeds"):
+                if key in (overrides or {}):
+                    raise ConfigError(f"config key 'experiments.{name}.{key}' is not allowed")
+            merged = deep_merge(base, overrides or {})
+            for seed in seeds or [None]:
+                label = name if seed is None else f"{name}_seed{seed}"
+                data = merged if seed is None else deep_merge(merged, {"seed": seed})
+                self.configs[label] = from_dict(Config, data, f"experiments.{name}")
+        self._keys: dict[tuple[str, str], str] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.configs)
+
+    def sections(self, name: str, stage: str) -> dict[str, Any]:
+        """The config sections stage ``stage`` of experiment ``name`` reads, as plain data."""
+        spec = STAGES[stage]
+        data = to_dict(self.configs[name])
+        sections = {section: copy.deepcopy(data[section]) for section in spec.sections}
+        return spec.adjust(sections) if spec.adjust else sections
+
+    def inputs(self, name: str, stage: str) -> list[str]:
+        return STAGES[stage].inputs(self.configs[name])
+
+    def key(self, name: str, stage: str) -> str:
+        """Hash of the stage's sections and its upstream stages' keys."""
+        if (name, stage) not in self._keys:
+            upstream = {up: self.key(name, up) for up in self.inputs(name, stage)}
+            payload = json.dumps([stage, self.sections(name, stage), upstream], sort_keys=True)
+            self._keys[name, stage] = hashlib.sha1(payload.encode()).hexdigest()[:12]
+        return self._keys[name, stage]
+
+    def owner(self, name: str, stage: str) -> str:
+        """The first experiment whose artifact for ``stage`` equals ``name``'s."""
+        if name not in self.configs:
+            raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(self.configs)}")
+        key = self.key(name, stage)
+        return next(other for other in self.configs if self.key(other, stage) == key)
+
+    def stage_json(self, name: str, stage: str) -> str:
+        """The stage's sections as compact JSON, passed to ``python -m bestie <stage>``."""
+        return json.dumps(self.sections(name, stage), sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,58 @@
+"""Experiment variants share the artifacts whose config and inputs are equal."""
+
+from __future__ import annotations
+
+import pytest
+
+from bestie.config import ConfigError
+from bestie.experiments import Experiments, deep_merge
+
+
+def test_deep_merge_replaces_leaves_and_keeps_siblings() -> None:
+    base = {"a": {"b": 1, "c": [1, 2]}, "d": 3}
+    assert deep_merge(base, {"a": {"c": [5]}}) == {"a": {"b": 1, "c": [5]}, "d": 3}
+    assert base == {"a": {"b": 1, "c": [1, 2]}, "d": 3}
+
+
+def test_default_experiment_when_none_are_named() -> None:
+    assert Experiments({}).names == ["bestie"]
+
+
+def test_owners_follow_the_changed_section_and_its_dependents() -> None:
+    experiments = Experiments(
+        {
+            "experiments": {
+                "bestie": {},
+                "cam_cues": {"cues": {"classifier": "cam"}},
+                "pam_last": {"classifier": {"pam_layers": [3]}},
+                "other_data": {"dataset": {"synthetic": {"seed": 5}}},
+            }
+        }
+    )
+    owner = experiments.owner
+    # the classifier is trained once for the cue variants
+    assert owner("cam_cues", "classifier_pam") == "bestie"
+    assert owner("cam_cues", "cues") == "cam_cues"
+    # a PAM placement variant retrains the PAM classifier only; the CAM one is shared
+    assert owner("pam_last", "classifier_pam") == "pam_last"
+    assert owner("pam_last", "classifier_cam") == "bestie"
+    assert owner("pam_last", "cues") == "pam_last"
+    # other data: nothing is shared
+    for stage in ("dataset", "classifier_pam", "classifier_cam", "cues"):
+        assert owner("other_data", stage) == "other_data"
+
+
+def test_seeds_repeat_every_experiment() -> None:
+    experiments = Experiments({"seeds": [1, 2], "experiments": {"a": {}, "b": {"seed": 9}}})
+    assert experiments.names == ["a_seed1", "a_seed2", "b_seed1", "b_seed2"]
+    assert experiments.configs["b_seed2"].seed == 2
+    # the data set does not depend on the training seed
+    assert experiments.owner("b_seed2", "dataset") == "a_seed1"
+    assert experiments.owner("b_seed2", "classifier_pam") == "a_seed2"
+
+
+def test_bad_variant_names_the_experiment() -> None:
+    with pytest.raises(ConfigError, match=r"experiments\.x"):
+        Experiments({"experiments": {"x": {"classifier": {"lr": "fast"}}}})
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        Experiments({}).owner("nope", "dataset")
