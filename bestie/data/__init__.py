@@ -1,0 +1,1 @@
+"""Data sets, paired transforms and training targets (centre, offset, weight)."""
