@@ -23,6 +23,7 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/wsss.smk"
 
 
 rule all:

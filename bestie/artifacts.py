@@ -19,9 +19,18 @@ Formats (paths relative to ``results/{experiment}/``):
     ``counts`` string, ``area``, ``bbox`` [x, y, w, h], ``iscrowd`` 0) and ``categories``.
     Never read by training stages; only evaluation, statistics and the ``gt`` oracles.
 
+``wsss/{split}/{name}.png`` (semantic label maps)
+    Indexed PNGs (VOC palette), uint8 indices: 0 background, c+1 for class c, 255 ignore;
+    one per image of the split, at the image's size. ``wsss/miou_{split}.json`` holds the
+    mIoU against ground truth where it exists (``{"images", "miou", "iou", ...}``).
+
 ``*/pred_{split}.json`` (predictions, COCO results format)
     A list of ``{"image_id", "category_id", "segmentation" (RLE), "score"}``. An image
     without predictions simply has no entry.
+
+``cues/{split}.h5`` (instance cues, HDF5, ``bestie.cues/1``)
+    Per image: peaks (y, x, class, score) and the class maps used; see the "instance cues"
+    section below for the full schema.
 
 RLE strings: pycocotools returns ``counts`` as bytes; JSON needs text, so they are decoded as
 utf-8 (the encoding pycocotools itself accepts back).
@@ -32,8 +41,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +70,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
     )
     os.close(handle)
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are shared files
     try:
         yield Path(temporary)
         os.replace(temporary, target)
@@ -66,6 +78,32 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; rename it onto ``path`` on success.
+
+    An existing ``path`` is replaced. On any exception the temporary directory is removed.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(temporary, 0o777 & ~_umask())
+    try:
+        yield temporary
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(temporary, target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -243,3 +281,156 @@ def annotations_by_image(
         scores = [float(entry.get("score", 1.0)) for entry in group]
         result[image_id] = Instances(masks, labels, scores)
     return result
+
+
+# ============================================================================= instance cues
+# ``cues/{split}.h5`` (HDF5, format ``bestie.cues/1``), written by ``extract-cues``.
+#
+#   /                       attrs: format = "bestie.cues/1"; source = "classifier" |
+#                           "gt_points"; classifier = the model file the cues came from ("" for
+#                           points); num_classes = C; categories = JSON list of class names;
+#                           shard = "i/n" (shard files only; the gathered file has none).
+#   /images/{image_id}/     one group per image of the split (also images with no cue);
+#                           attrs: height, width (original image size).
+#     peaks    float32 [N, 4]   (y, x, class, score), pixels of the original image, 0-based
+#                               class; sorted by class (image-label order), then score
+#                               descending. Extraction keeps score >= cues.threshold; training
+#                               keeps score > pseudo.cue_threshold. Point cues have score 1.0.
+#     maps     float16 [K, h, w] (classifier cues only) the flip-merged, max-normalised class
+#                               maps (before the 3×3 smoothing) of the K image-label classes;
+#                               attrs: classes = int [K], stride = s. Map pixel (i, j) is the
+#                               full-resolution map at (s·i, s·j): h = ceil(H/s), w = ceil(W/s).
+#
+# Images are written in increasing id order; ``gather_cues`` merges shard files into one.
+CUES_FORMAT = "bestie.cues/1"
+
+
+@dataclass
+class ImageCues:
+    """The instance cues of one image, as stored in ``cues/{split}.h5``.
+
+    Attributes:
+        peaks: float32 [N, 4] (y, x, class, score).
+        height, width: original image size.
+        maps: float16 [K, h, w] class maps of the image-label classes, or None.
+        map_classes: int64 [K] class id of each map, or None.
+        stride: subsampling step of ``maps`` (map pixel (i, j) = image pixel (s·i, s·j)).
+    """
+
+    peaks: np.ndarray
+    height: int
+    width: int
+    maps: np.ndarray | None = None
+    map_classes: np.ndarray | None = None
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        self.peaks = np.asarray(self.peaks, dtype=np.float32).reshape(-1, 4)
+        if (self.maps is None) != (self.map_classes is None):
+            raise ValueError("ImageCues: maps and map_classes go together")
+        if self.maps is not None:
+            self.maps = np.asarray(self.maps, dtype=np.float16)
+            self.map_classes = np.asarray(self.map_classes, dtype=np.int64).reshape(-1)
+            if self.maps.ndim != 3 or self.maps.shape[0] != self.map_classes.shape[0]:
+                raise ValueError(
+                    f"ImageCues: maps {self.maps.shape} do not match classes "
+                    f"{self.map_classes.shape}"
+                )
+
+
+def write_cues(
+    path: str | os.PathLike[str],
+    cues: dict[int, ImageCues],
+    *,
+    attrs: dict[str, Any],
+) -> None:
+    """Atomically write a cues file (schema above); ``attrs`` go on the root group."""
+    import h5py
+
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as handle:
+        handle.attrs["format"] = CUES_FORMAT
+        for name, value in attrs.items():
+            handle.attrs[name] = value
+        images = handle.create_group("images", track_order=True)
+        for image_id in sorted(cues):
+            entry = cues[image_id]
+            group = images.create_group(str(image_id))
+            group.attrs["height"] = int(entry.height)
+            group.attrs["width"] = int(entry.width)
+            group.create_dataset("peaks", data=entry.peaks)
+            if entry.maps is not None:
+                maps = group.create_dataset(
+                    "maps", data=entry.maps, compression="gzip", compression_opts=4, shuffle=True
+                )
+                maps.attrs["classes"] = entry.map_classes
+                maps.attrs["stride"] = int(entry.stride)
+
+
+def read_cues(
+    path: str | os.PathLike[str], *, with_maps: bool = True
+) -> tuple[dict[str, Any], dict[int, ImageCues]]:
+    """Read a cues file: ``(root attrs, {image_id: ImageCues})``; maps only if ``with_maps``."""
+    import h5py
+
+    if not os.path.isfile(path):
+        raise ValueError(f"cues file not found: {path}")
+    with h5py.File(path, "r") as handle:
+        attrs = {name: _plain(value) for name, value in handle.attrs.items()}
+        if attrs.get("format") != CUES_FORMAT:
+            raise ValueError(f"{path}: not a cues file (expected format {CUES_FORMAT!r})")
+        cues = {}
+        for name, group in handle["images"].items():
+            maps = group.get("maps") if with_maps else None
+            cues[int(name)] = ImageCues(
+                peaks=group["peaks"][()],
+                height=int(group.attrs["height"]),
+                width=int(group.attrs["width"]),
+                maps=None if maps is None else maps[()],
+                map_classes=None if maps is None else maps.attrs["classes"],
+                stride=1 if maps is None else int(maps.attrs["stride"]),
+            )
+    return attrs, cues
+
+
+def gather_cues(shards: Sequence[str | os.PathLike[str]], path: str | os.PathLike[str]) -> None:
+    """Merge shard cue files into one (images in id order, the ``shard`` attribute dropped).
+
+    Raises:
+        ValueError: the shards disagree on their attributes or hold the same image twice.
+    """
+    import h5py
+
+    if not shards:
+        raise ValueError(f"{path}: no shard files to gather")
+    handles = [h5py.File(shard, "r") for shard in shards]
+    try:
+        attrs = [{k: _plain(v) for k, v in h.attrs.items() if k != "shard"} for h in handles]
+        for shard, other in zip(shards[1:], attrs[1:], strict=True):
+            if other != attrs[0]:
+                raise ValueError(f"{shard}: attributes differ from those of {shards[0]}")
+        owner: dict[int, int] = {}
+        for index, handle in enumerate(handles):
+            for name in handle["images"]:
+                if int(name) in owner:
+                    raise ValueError(
+                        f"image {name} is in both {shards[owner[int(name)]]} and {shards[index]}"
+                    )
+                owner[int(name)] = index
+        with atomic_path(path) as temporary, h5py.File(temporary, "w") as output:
+            for name, value in attrs[0].items():
+                output.attrs[name] = value
+            images = output.create_group("images", track_order=True)
+            for image_id in sorted(owner):
+                handles[owner[image_id]].copy(f"images/{image_id}", images, name=str(image_id))
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+def _plain(value: Any) -> Any:
+    """HDF5 attribute -> plain Python (numpy scalars to numbers, bytes to str)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

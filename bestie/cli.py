@@ -15,6 +15,8 @@ import sys
 # command -> (module under bestie.stages, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-dataset": ("prepare_dataset", "write the records and GT of one split"),
+    "make-wsss": ("make_wsss", "write the WSSS label maps of one shard of a split"),
+    "gather-wsss": ("gather_wsss", "merge WSSS map shards and write their mIoU"),
     "schema": ("schema", "print the config JSON schema generated from the dataclasses"),
 }
 

@@ -52,6 +52,7 @@ STAGES: dict[str, Stage] = {
     "dataset": Stage(("dataset",), lambda cfg: []),
     "classifier_pam": Stage(("classifier", "seed"), lambda cfg: ["dataset"]),
     "classifier_cam": Stage(("classifier", "seed"), lambda cfg: ["dataset"], _cam_classifier),
+    "wsss": Stage(("wsss", "seed"), _wsss_inputs),
     "cues": Stage(("cues", "supervision", "shards"), _cue_inputs),
 }
 

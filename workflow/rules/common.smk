@@ -37,7 +37,19 @@ def final_targets():
     targets = []
     for exp in EXPERIMENTS.names:
         targets += [result(exp, "dataset", f"{split}.json") for split in SPLITS]
+        if EXPERIMENTS.configs[exp].wsss.method != "cam":  # the cam method is not built yet
+            targets.append(result(exp, "wsss", "miou_train.json"))
     return sorted(set(targets))
+
+
+def shard_count(wildcards):
+    """Params function: the number of shards of per-image stages."""
+    return EXPERIMENTS.configs[wildcards.exp].shards
+
+
+def split_records(wildcards):
+    """Input function: the records file of the split in the wildcards."""
+    return result(wildcards.exp, "dataset", f"{wildcards.split}.json")
 
 
 def records(split):
