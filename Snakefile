@@ -24,6 +24,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/wsss.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

@@ -54,6 +54,11 @@ STAGES: dict[str, Stage] = {
     "classifier_cam": Stage(("classifier", "seed"), lambda cfg: ["dataset"], _cam_classifier),
     "wsss": Stage(("wsss", "seed"), _wsss_inputs),
     "cues": Stage(("cues", "supervision", "shards"), _cue_inputs),
+    # Cue statistics read pseudo.cue_threshold (the training cut); a stage of their own so a
+    # change of the pseudo section re-scores the cues without re-extracting them.
+    "cues_stats": Stage(("pseudo",), lambda cfg: ["dataset", "cues"]),
+    "evaluation": Stage(("evaluation",), lambda cfg: ["dataset"]),
+    "pseudo": Stage(("pseudo", "supervision"), lambda cfg: ["dataset", "cues", "wsss"]),
 }
 
 

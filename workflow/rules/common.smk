@@ -15,6 +15,7 @@ SPLITS = ["train", "val"]
 wildcard_constraints:
     exp="|".join(EXPERIMENTS.names),
     split="train|val",
+    model="instance|maskrcnn",
 
 
 def result(exp, stage, *parts):
@@ -50,6 +51,11 @@ def shard_count(wildcards):
 def split_records(wildcards):
     """Input function: the records file of the split in the wildcards."""
     return result(wildcards.exp, "dataset", f"{wildcards.split}.json")
+
+
+def split_ground_truth(wildcards):
+    """Input function: the ground truth of the split in the wildcards."""
+    return result(wildcards.exp, "dataset", f"{wildcards.split}_gt.json")
 
 
 def records(split):

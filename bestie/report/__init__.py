@@ -1,0 +1,1 @@
+"""Figures and tables for the report and for ``python -m bestie show``."""
