@@ -22,6 +22,7 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/inputs.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/wsss.smk"
 include: "workflow/rules/evaluate.smk"
