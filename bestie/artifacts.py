@@ -366,7 +366,13 @@ def write_cues(
                 maps.attrs["stride"] = int(entry.stride)
 
 
-def read_cues(
+def read_cues(path: str | os.PathLike[str]) -> dict[int, np.ndarray]:
+    """The peaks of a cues file: ``{image_id: float32 [N, 4] (y, x, class, score)}``."""
+    _, cues = read_cue_file(path, with_maps=False)
+    return {image_id: entry.peaks for image_id, entry in cues.items()}
+
+
+def read_cue_file(
     path: str | os.PathLike[str], *, with_maps: bool = True
 ) -> tuple[dict[str, Any], dict[int, ImageCues]]:
     """Read a cues file: ``(root attrs, {image_id: ImageCues})``; maps only if ``with_maps``."""

@@ -48,15 +48,41 @@ def _wsss_inputs(cfg: Config) -> list[str]:
     return ["dataset", "classifier_cam"] if cfg.wsss.method == "cam" else ["dataset"]
 
 
+def _maskrcnn_inputs(cfg: Config) -> list[str]:
+    """Pseudo GT: the instance network's train predictions; the oracle reads the dataset only."""
+    return ["dataset"] if cfg.maskrcnn.source == "gt" else ["dataset", "instance", "predict"]
+
+
+# The wsss keys the raw CAM masks depend on; the rest only shape the retrained net.
+CAM_MASK_KEYS = ("method", "scales", "flip", "background_threshold")
+
+
+def _cam_masks(sections: dict[str, Any]) -> dict[str, Any]:
+    """The raw CAM masks: the CAM keys of the wsss section, retraining off (others default)."""
+    wsss = sections["wsss"]
+    sections["wsss"] = {key: wsss[key] for key in CAM_MASK_KEYS} | {"retrain": False}
+    return sections
+
+
 STAGES: dict[str, Stage] = {
     "dataset": Stage(("dataset",), lambda cfg: []),
     "classifier_pam": Stage(("classifier", "seed"), lambda cfg: ["dataset"]),
     "classifier_cam": Stage(("classifier", "seed"), lambda cfg: ["dataset"], _cam_classifier),
     "wsss": Stage(("wsss", "seed"), _wsss_inputs),
+    # The raw CAM masks that the retrained net learns from (wsss/cam/{split}/).
+    "wsss_cam": Stage(("wsss",), lambda cfg: ["dataset", "classifier_cam"], _cam_masks),
     "cues": Stage(("cues", "supervision", "shards"), _cue_inputs),
     # Cue statistics read pseudo.cue_threshold (the training cut); a stage of their own so a
     # change of the pseudo section re-scores the cues without re-extracting them.
     "cues_stats": Stage(("pseudo",), lambda cfg: ["dataset", "cues"]),
+    "instance": Stage(
+        ("instance", "refine", "loss", "pseudo", "seed", "supervision"),
+        lambda cfg: ["dataset", "pseudo", "wsss"],
+    ),
+    "predict": Stage(("decode",), lambda cfg: ["dataset", "instance"]),
+    # Mask R-CNN: pseudo_gt_train.json, model.pt (maskrcnn.source gt: trained on the GT).
+    "maskrcnn": Stage(("maskrcnn", "seed"), _maskrcnn_inputs),
+    "curve": Stage(("decode", "evaluation"), lambda cfg: ["dataset", "instance"]),
     "evaluation": Stage(("evaluation",), lambda cfg: ["dataset"]),
     "pseudo": Stage(("pseudo", "supervision"), lambda cfg: ["dataset", "cues", "wsss"]),
 }

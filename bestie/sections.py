@@ -106,7 +106,7 @@ class WsssConfig:
     external_dir: str = ""
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
     flip: bool = True
-    background_threshold: float = 0.25
+    background_threshold: float = 0.25  # background where every label-class CAM is below this
     retrain: bool = True
     backbone: Literal["resnet50", "resnet101", "small"] = "resnet50"
     weights: str = ""
@@ -116,6 +116,18 @@ class WsssConfig:
     lr: float = 1e-3
     checkpoint_every: int = 1000
     amp: bool = True
+    # Retraining a segmentation net on the raw CAM masks (bestie.engine.segnet_trainer).
+    ignore_border: int = 0  # pixels within this distance of a CAM-mask boundary are ignored (255)
+    scale_min: float = 0.5  # random rescale range of the training augmentation
+    scale_max: float = 1.5
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 5e-4
+    head_lr_mult: float = 10.0  # learning-rate multiplier of everything but the backbone
+    poly_power: float = 0.9
+    log_every: int = 20
+    workers: int = 2
+    predict_scales: list[float] = field(default_factory=lambda: [1.0])  # retrained-net inference
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,7 @@ class InstanceConfig:
     poly_power: float = 0.9
     bn_momentum: float = 0.01
     checkpoint_every: int = 1000
+    snapshot_every: int = 0  # keep the weights every N iterations for the mAP curve; 0 = off
     log_every: int = 20
     workers: int = 4
     amp: bool = True
@@ -195,22 +208,37 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class MaskRcnnConfig:
-    """Mask R-CNN refinement on the instance network's train predictions."""
+    """Mask R-CNN refinement on the instance network's train predictions (paper §4.3).
+
+    torchvision's maskrcnn_resnet50_fpn recipe (references/detection): SGD, linear warm-up,
+    step decay, horizontal flips. ``source: gt`` trains the same model on the ground-truth
+    masks: the fully supervised upper bound, the only training path that reads ground truth.
+    """
 
     enabled: bool = True
+    source: Literal["pseudo", "gt"] = "pseudo"  # gt: the fully supervised upper bound (oracle)
     weights: str = ""  # full Mask R-CNN state dict (COCO), optional
     backbone_weights: str = ""  # ImageNet resnet50 state dict, optional
+    trainable_layers: int = 3  # ResNet stages trained when starting from weights (0..5)
     pseudo_score_threshold: float = 0.3
     empty_policy: Literal["skip", "negative"] = "skip"
+    anchor_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
+    roi_batch_size: int = 512  # sampled RoIs per image for the box and mask heads
     iterations: int = 20000
     batch_size: int = 8
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    warmup_iterations: int = 1000
+    warmup_factor: float = 0.001
     lr_steps: list[int] = field(default_factory=lambda: [14000, 18000])
+    lr_gamma: float = 0.1
     min_size: int = 800
     max_size: int = 1333
+    flip: bool = True  # random horizontal flips
     checkpoint_every: int = 1000
+    log_every: int = 20
+    workers: int = 4
     amp: bool = True
 
 

@@ -111,3 +111,22 @@ def rle_iou(rles_a: Sequence[dict[str, Any]], rles_b: Sequence[dict[str, Any]]) 
     empty_b = mask_utils.area(list(rles_b)) == 0
     iou[empty_a[:, None] & empty_b[None, :]] = np.nan
     return iou.astype(np.float32)
+
+
+def count_true_positives(
+    masks: np.ndarray,
+    labels: np.ndarray,
+    gt_masks: np.ndarray,
+    gt_labels: np.ndarray,
+    iou_threshold: float = 0.5,
+) -> int:
+    """How many masks [K,H,W] have IoU >= ``iou_threshold`` with a GT mask of their label.
+
+    Used for the pseudo-label statistics and the Fig. 6 audit (not for AP: no one-to-one
+    matching here, as the paper counts true positives among the labels).
+    """
+    if not len(masks) or not len(gt_masks):
+        return 0
+    iou = mask_iou(masks, gt_masks)
+    same = np.asarray(labels)[:, None] == np.asarray(gt_labels)[None, :]
+    return int(((iou >= iou_threshold) & same).any(axis=1).sum())

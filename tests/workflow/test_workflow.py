@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bestie.artifacts import read_json, read_records
+from bestie.artifacts import read_cues, read_json, read_records
 
 from .conftest import CONFIG, make_project, snakemake
 
@@ -27,24 +27,86 @@ def test_lint_is_clean(tmp_path: Path) -> None:
     assert "Congratulations" in result.stdout + result.stderr
 
 
+FULL_PLAN = {
+    "prepare_dataset": 2,
+    "train_classifier": 2,
+    "extract_cues": 8,
+    "gather_cues": 4,
+    "cue_stats": 2,
+    "make_wsss": 2,
+    "gather_wsss": 1,
+    "synthesize_pseudo_labels": 4,
+    "gather_pseudo_labels": 2,
+    "train_instance": 2,
+    "predict_instance": 4,
+    "gather_predictions": 2,
+    "evaluate": 2,
+    "evaluate_curve": 2,
+    "report_experiment": 2,
+    "report": 1,
+    "all": 1,
+}
+
+
 def test_dry_run_plans_every_stage(tmp_path: Path) -> None:
-    assert planned_rules(make_project(tmp_path)) == {"all": 1, "prepare_dataset": 2}
+    assert planned_rules(make_project(tmp_path)) == FULL_PLAN
 
 
 def test_full_run_writes_every_artifact(finished_project: Path) -> None:
-    dataset = finished_project / "results/bestie/dataset"
-    records, categories = read_records(dataset / "train.json")
+    results = finished_project / "results"
+    records, categories = read_records(results / "bestie/dataset/train.json")
     assert len(records) == 12 and categories == ["disc", "square", "triangle"]
     assert all(Path(record.file).is_file() for record in records)
-    assert len(read_json(dataset / "val_gt.json")["images"]) == 6
-    for rule in ("prepare_dataset_train", "prepare_dataset_val"):
-        assert (finished_project / f"results/bestie/benchmarks/{rule}.tsv").is_file()
+    assert len(read_json(results / "bestie/dataset/val_gt.json")["images"]) == 6
+    for variant in ("cam", "pam"):
+        assert (results / f"bestie/classifier/{variant}/model.pt").is_file()
+    assert set(read_cues(results / "bestie/cues/train.h5")) == {r.id for r in records}
+    assert read_json(results / "bestie/wsss/miou_train.json")["miou"] == 1.0  # the gt oracle
+    stats = read_json(results / "gt_cues/pseudo/stats.json")
+    assert stats["accepted"] > 0 and stats["true_positives"] <= stats["accepted"]
+    for exp in ("bestie", "gt_cues"):
+        assert (results / exp / "instance/model.pt").is_file()
+        metrics = read_json(results / exp / "eval/instance_val.json")
+        assert {"mAP25", "mAP50", "mAP70", "mAP75", "COCO_AP"} <= set(metrics)
+        assert len(read_json(results / exp / "eval/instance_curve_val.json")) == 2
+    summary = (results / "summary.tsv").read_text().splitlines()
+    assert summary[0].startswith("experiment\tmodel") and len(summary) == 3
+    assert (results / "report/bestie/true_positives.png").is_file()
+    assert (results / "bestie/benchmarks/train_instance.tsv").is_file()
     assert planned_rules(finished_project) == {}
 
 
-# Each case changes one stage's parameter; exactly that stage and its dependents rerun.
+# Each case changes one stage's parameter; exactly that stage and its dependents rerun
+# (the report reads everything, so it always reruns).
+REPORT = {"report": 1, "report_experiment": 2}
+EVALUATION = {"evaluate": 2, "evaluate_curve": 2, **REPORT}
+PREDICTION = {"predict_instance": 4, "gather_predictions": 2, **EVALUATION}
+INSTANCE = {"train_instance": 2, **PREDICTION}
+PSEUDO = {"synthesize_pseudo_labels": 4, "gather_pseudo_labels": 2, **INSTANCE}
 CASES = [
-    ({"dataset": {"synthetic": {"num_val": 5}}}, {"prepare_dataset": 2}),
+    ({"evaluation": {"iou_thresholds": [0.5]}}, EVALUATION),
+    ({"decode": {"threshold": 0.2}}, PREDICTION),
+    ({"instance": {"lr": 0.001}}, INSTANCE),
+    ({"pseudo": {"min_area": 40}}, {"cue_stats": 2, **PSEUDO}),
+    ({"wsss": {"flip": False}}, {"make_wsss": 2, "gather_wsss": 1, **PSEUDO}),
+    ({"cues": {"top_k": 5}}, {"extract_cues": 8, "gather_cues": 4, "cue_stats": 2, **PSEUDO}),
+    (  # only the experiment whose cues come from the classifier depends on it
+        {"classifier": {"epochs": 3}},
+        {
+            "train_classifier": 2,
+            "extract_cues": 4,
+            "gather_cues": 2,
+            "cue_stats": 1,
+            "synthesize_pseudo_labels": 2,
+            "gather_pseudo_labels": 1,
+            "train_instance": 1,
+            "predict_instance": 2,
+            "gather_predictions": 1,
+            "evaluate": 1,
+            "evaluate_curve": 1,
+            **REPORT,
+        },
+    ),
 ]
 
 

@@ -18,9 +18,19 @@ wildcard_constraints:
     model="instance|maskrcnn",
 
 
+# The folder of each stage's artifacts (the stage name where not listed).
+FOLDERS = {
+    "classifier_cam": "classifier",
+    "classifier_pam": "classifier",
+    "predict": "instance",
+    "curve": "eval",
+    "evaluation": "eval",
+}
+
+
 def result(exp, stage, *parts):
     """Path of a stage artifact, under the experiment that owns it."""
-    folder = stage.split("_")[0]
+    folder = FOLDERS.get(stage, stage)
     return os.path.join("results", EXPERIMENTS.owner(exp, stage), folder, *parts)
 
 
@@ -34,12 +44,24 @@ def stage_config(stage):
 
 
 def final_targets():
-    """Everything `snakemake` builds by default: each experiment's last artifacts."""
+    """Everything `snakemake` builds by default: each experiment's evaluated models,
+    the statistics of every stage and the report."""
     targets = []
     for exp in EXPERIMENTS.names:
-        targets += [result(exp, "dataset", f"{split}.json") for split in SPLITS]
-        if EXPERIMENTS.configs[exp].wsss.method != "cam":  # the cam method is not built yet
-            targets.append(result(exp, "wsss", "miou_train.json"))
+        targets += [
+            result(exp, "cues", "stats.json"),
+            result(exp, "wsss", "miou_train.json"),
+            result(exp, "pseudo", "stats.json"),
+            os.path.join("results", EXPERIMENTS.owner(exp, "predict"), "eval", "instance_val.json"),
+        ]
+        if EXPERIMENTS.configs[exp].instance.snapshot_every:
+            targets.append(result(exp, "curve", "instance_curve_val.json"))
+        if EXPERIMENTS.configs[exp].maskrcnn.enabled and rules.has("train_maskrcnn"):
+            owner = EXPERIMENTS.owner(exp, "maskrcnn")
+            targets.append(os.path.join("results", owner, "eval", "maskrcnn_val.json"))
+    if rules.has("report"):  # the report reads every artifact the workflow can build
+        targets += [f"results/report/{exp}/tables.html" for exp in EXPERIMENTS.names]
+        targets.append("results/summary.tsv")
     return sorted(set(targets))
 
 

@@ -1,0 +1,119 @@
+"""Speed of instance-cue extraction (SPEC §1.3, §11) and of the classifier's forward pass.
+
+Prints one JSON object:
+
+- ``cue_postprocess_ms``: flip merge + 3×3 smoothing + 15×15 peaks + top-25 + threshold
+  on [2, 20, 375, 500] normalised CAMs (an image and its mirror), all 20 classes, as the
+  official ``point_extraction.py`` loop does; per image, median over ``--runs``. SPEC §11
+  measured the official code at 575 ms (472-664) on 2 idle cores.
+- ``official_style_ms``: the official operations rewritten from SPEC §1.3 (one square
+  15×15 max-pool, ``topk`` over all 20 maps), timed in the same process, for a fair ratio
+  on a busy machine.
+- ``cue_postprocess_label_classes_ms``: the same on the image-label classes only (2 of
+  20), which is what ``bestie.cues.classifier_cues`` computes.
+- ``classifier_images_per_s``: eval-mode forward (with flip: 2 images per image counted
+  once each) of the PAM classifier at the synthetic size, per width.
+
+Usage: python benchmarks/bench_cues.py [--runs 5] [--threads 2] [--size 128] [--widths 0.125 0.25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from bestie.cues import find_peaks, merge_flip, peaks_to_cues, smooth
+from bestie.models.classifier import Classifier
+
+HEIGHT, WIDTH, NUM_CLASSES = 375, 500, 20
+
+
+def make_cams(seed: int = 0) -> torch.Tensor:
+    """[2, 20, 375, 500] max-normalised maps: 1-5 Gaussian blobs per map, plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    ys = torch.arange(HEIGHT, dtype=torch.float32)[:, None]
+    xs = torch.arange(WIDTH, dtype=torch.float32)[None, :]
+    cams = torch.zeros(2, NUM_CLASSES, HEIGHT, WIDTH)
+    for sample in range(2):
+        for cls in range(NUM_CLASSES):
+            for _ in range(int(torch.randint(1, 6, (1,), generator=generator))):
+                cy, cx = torch.rand(2, generator=generator) * torch.tensor([HEIGHT, WIDTH])
+                sigma = 10 + 40 * torch.rand(1, generator=generator)
+                weight = torch.rand(1, generator=generator)
+                cams[sample, cls] += weight * torch.exp(
+                    -((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2)
+                )
+    cams += 0.02 * torch.rand(cams.shape, generator=generator)
+    return cams / (cams.amax(dim=(2, 3), keepdim=True) + 1e-5)
+
+
+def ours(cams: torch.Tensor, classes: list[int]) -> None:
+    merged = merge_flip(cams[0:1, classes], cams[1:2, classes])
+    scores, ys, xs = find_peaks(smooth(merged, 3), 15, 25)
+    peaks_to_cues(scores[0], ys[0], xs[0], classes, 0.1)
+
+
+def official_style(cams: torch.Tensor) -> None:
+    merged = (cams[0:1] + cams[1:2].flip(-1)) / 2
+    heat = F.avg_pool2d(merged, 3, stride=1, padding=1)
+    pooled = F.max_pool2d(heat, 15, stride=1, padding=7)
+    peaks = heat * (pooled == heat).float()
+    scores, index = torch.topk(peaks.view(1, NUM_CLASSES, -1), 25)
+    (index // WIDTH).numpy(), (index % WIDTH).numpy(), scores.numpy()
+    for cls in range(NUM_CLASSES):
+        for score in scores[0, cls].tolist():
+            if score < 0.1:
+                break
+
+
+def median_ms(function: Callable[[], None], runs: int) -> float:
+    function()  # warm-up
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 1)
+
+
+@torch.no_grad()
+def classifier_rate(width: float, size: int, runs: int, batch: int = 16) -> float:
+    torch.manual_seed(0)
+    model = Classifier(3, width=width).eval()
+    images = torch.randn(batch, 3, size, size)
+    seconds = median_ms(lambda: model(images), runs) / 1000
+    return round(batch / seconds, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=128, help="classifier input side")
+    parser.add_argument("--widths", type=float, nargs="+", default=[0.125, 0.25])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cams = make_cams()
+    result = {
+        "threads": args.threads,
+        "cams_shape": list(cams.shape),
+        "cue_postprocess_ms": median_ms(lambda: ours(cams, list(range(NUM_CLASSES))), args.runs),
+        "official_style_ms": median_ms(lambda: official_style(cams), args.runs),
+        "official_measured_ms": 575,
+        "cue_postprocess_label_classes_ms": median_ms(lambda: ours(cams, [4, 11]), args.runs),
+        "classifier_input": args.size,
+        "classifier_images_per_s": {
+            str(width): classifier_rate(width, args.size, args.runs) for width in args.widths
+        },
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

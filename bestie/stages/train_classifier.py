@@ -1,0 +1,83 @@
+"""``python -m bestie train-classifier``: train the CAM or PAM classifier (SPEC §1.1-1.2).
+
+Writes into ``--output-dir`` (``results/{exp}/classifier/{cam,pam}/``):
+
+- ``model.pt``: the trained weights and the architecture (engine.checkpoint.save_model;
+  metadata: num_classes, width, pam_layers, pam_alpha, categories, crop, epochs);
+- ``train_log.csv``: one row per epoch (epoch, lr, loss, train micro/macro F1, seconds);
+- ``metrics.json``: multi-label F1 on the un-augmented train split (threshold 0.5);
+- ``checkpoints/last.pt``: resumable state (not a rule output, so it survives a rerun).
+
+Whether it is the CAM or the PAM classifier is decided by ``classifier.pam_layers`` alone
+(the workflow forces ``[]`` for CAM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from bestie.artifacts import read_records, write_json
+from bestie.config import load_sections
+from bestie.data.classification import ClassificationDataset, EvalTransform, TrainTransform
+from bestie.engine.checkpoint import save_model
+from bestie.engine.classifier_trainer import evaluate_classifier, select_device, train_classifier
+from bestie.models.classifier import build_classifier, classifier_metadata
+
+_LOG = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="stage config sections as JSON")
+    parser.add_argument("--records", required=True, help="dataset/train.json")
+    parser.add_argument("--output-dir", required=True, help="classifier/{cam,pam}/")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+
+
+def run(args: argparse.Namespace) -> None:
+    config = load_sections(args.config)
+    cfg = config.classifier
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    records, categories = read_records(args.records)
+    output = Path(args.output_dir)
+    torch.manual_seed(config.seed)
+    model = build_classifier(cfg, len(categories))
+    _LOG.info(
+        "classifier: %d images, %d classes, width %g, PAM layers %s, device %s",
+        len(records),
+        len(categories),
+        cfg.width,
+        cfg.pam_layers or "none (CAM)",
+        device,
+    )
+    transform = TrainTransform(cfg.resize, cfg.crop, cfg.color_jitter)
+    train_set = ClassificationDataset(records, len(categories), transform)
+    train_classifier(
+        model,
+        train_set,
+        cfg,
+        seed=config.seed,
+        device=device,
+        work_dir=output,
+        log_path=output / "train_log.csv",
+    )
+    eval_set = ClassificationDataset(records, len(categories), EvalTransform(cfg.crop))
+    metrics = evaluate_classifier(
+        model, eval_set, device=device, batch_size=cfg.batch_size, workers=cfg.workers
+    )
+    metrics["categories"] = categories
+    _LOG.info("train split: micro-F1 %.3f macro-F1 %.3f", metrics["micro_f1"], metrics["macro_f1"])
+    write_json(output / "metrics.json", metrics, indent=1)
+    metadata = {
+        **classifier_metadata(model),
+        "categories": categories,
+        "crop": cfg.crop,
+        "epochs": cfg.epochs,
+    }
+    save_model(output / "model.pt", model, metadata)

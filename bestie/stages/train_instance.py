@@ -1,0 +1,136 @@
+"""``python -m bestie train-instance``: train the instance network (SPEC §3-5).
+
+Reads the train records, the stored pseudo instances (``pseudo/train.json``) and the WSSS
+maps; writes ``instance/model.pt`` (the final weights), ``instance/train_log.csv`` and
+``instance/checkpoints/last.pt``. A rerun resumes from the checkpoint. Under ``torchrun``
+it trains data-parallel over the job's GPUs (gloo on CPU). Ground truth, when given, is
+read only for the true-positive audit columns of the log (the paper's Fig. 6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bestie.artifacts import annotations_by_image, read_json, read_records
+from bestie.config import Config, load_sections
+from bestie.data.instance_dataset import InstanceDataset
+from bestie.data.io import read_image, read_label_map
+from bestie.data.transforms import TrainAugmentation
+from bestie.engine.audit import AuditImage, TruePositiveAudit
+from bestie.engine.checkpoint import save_model
+from bestie.engine.distributed import Process, cleanup, init_process
+from bestie.engine.instance_trainer import train_instance
+from bestie.evaluation.iou import count_true_positives
+from bestie.models.instance_net import build_instance_net
+from bestie.structures import ImageRecord, Instances
+
+LOG = logging.getLogger(__name__)
+AUDIT_IMAGES = 16
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="JSON of the stage's config sections")
+    parser.add_argument("--records", required=True, help="records JSON of the train split")
+    parser.add_argument("--pseudo", required=True, help="pseudo/train.json")
+    parser.add_argument("--wsss", required=True, help="folder of the train WSSS maps")
+    parser.add_argument("--gt", default="", help="train ground truth (audit statistics only)")
+    parser.add_argument("--out", required=True, help="output model.pt")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def wsss_loader(folder: str):
+    def load(record: ImageRecord) -> np.ndarray:
+        return read_label_map(os.path.join(folder, f"{record.name}.png"))
+
+    return load
+
+
+def run_key(config_json: str, pseudo_path: str) -> str:
+    """Checkpoint key: the stage config and the pseudo labels' content."""
+    digest = hashlib.sha1(Path(pseudo_path).read_bytes()).hexdigest()
+    return hashlib.sha1(f"{config_json}|{digest}".encode()).hexdigest()
+
+
+def build_audit(
+    cfg: Config, records, pseudo, load_map, num_classes: int, gt_path: str, process: Process
+) -> TruePositiveAudit | None:
+    """The Fig. 6 audit over the first train images with ground truth (None without GT)."""
+    if not gt_path or not os.path.isfile(gt_path):
+        return None
+    gt_json = read_json(gt_path)
+    gt = annotations_by_image(gt_json["annotations"], gt_json["images"])
+    chosen = [r for r in records if r.id in gt and r.classes][:AUDIT_IMAGES]
+    if not chosen:
+        return None
+    images, pseudo_tp = [], 0
+    for record in chosen:
+        mine: Instances = pseudo[record.id]
+        truth = gt[record.id]
+        pseudo_tp += count_true_positives(mine.masks, mine.labels, truth.masks, truth.labels)
+        images.append(
+            AuditImage(
+                read_image(record.file), load_map(record), record.label_vector(num_classes), truth
+            )
+        )
+    return TruePositiveAudit(images, pseudo_tp, cfg.refine, cfg.pseudo.sigma, process.device)
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = load_sections(args.config)
+    process = init_process(args.device)
+    try:
+        records, categories = read_records(args.records)
+        pseudo_json = read_json(args.pseudo)
+        pseudo = annotations_by_image(pseudo_json["annotations"], records)
+        load_map = wsss_loader(args.wsss)
+        augmentation = TrainAugmentation(
+            cfg.instance.crop, cfg.instance.scale_min, cfg.instance.scale_max
+        )
+        dataset = InstanceDataset(
+            records,
+            pseudo,
+            load_map,
+            len(categories),
+            augmentation,
+            sigma=cfg.pseudo.sigma,
+            supervision=cfg.supervision,
+            seed=cfg.seed,
+        )
+        model = build_instance_net(
+            cfg.instance.backbone,
+            len(categories),
+            weights=cfg.instance.weights,
+            bn_momentum=cfg.instance.bn_momentum,
+        )
+        audit = None
+        if process.is_main:
+            audit = build_audit(cfg, records, pseudo, load_map, len(categories), args.gt, process)
+        output = Path(args.out).parent
+        metadata = {
+            "backbone": cfg.instance.backbone,
+            "num_classes": len(categories),
+            "categories": categories,
+            "iterations": cfg.instance.iterations,
+        }
+        (output / "snapshots").mkdir(parents=True, exist_ok=True)
+        model = train_instance(
+            cfg,
+            model,
+            dataset,
+            output,
+            process,
+            key=run_key(args.config, args.pseudo),
+            audit=audit,
+            snapshot_metadata=metadata,
+        )
+        if process.is_main:
+            save_model(args.out, model, metadata)
+            LOG.info("saved %s", args.out)
+    finally:
+        cleanup(process)

@@ -1,0 +1,25 @@
+# The CAM and PAM classifiers (SPEC §1.1-1.2): the same recipe; CAM has no PAM layers.
+
+
+rule train_classifier:
+    input:
+        records=records("train"),
+    output:
+        model="results/{exp}/classifier/{variant}/model.pt",
+        log_csv="results/{exp}/classifier/{variant}/train_log.csv",
+        metrics="results/{exp}/classifier/{variant}/metrics.json",
+    params:
+        cfg=classifier_config,
+        out=subpath(output.model, parent=True),
+    wildcard_constraints:
+        variant="cam|pam",
+    threads: 2
+    log:
+        "results/{exp}/logs/train_classifier_{variant}.log",
+    benchmark:
+        "results/{exp}/benchmarks/train_classifier_{variant}.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m bestie train-classifier --config {params.cfg:q} --records {input.records:q}"
+        " --output-dir {params.out:q} --threads {threads} > {log:q} 2>&1"
