@@ -71,6 +71,9 @@ def label_components(
         min_area: components with fewer pixels are left out of the list (their pixels
             keep their label in the map).
 
+    Components are labelled on the mask's bounding box; the label map and the statistics
+    are those of the whole mask.
+
     Returns:
         labels: int32 [H, W], 0 for background and 1..n for the components.
         components: the components with ``area >= min_area``, by ascending label.
@@ -83,56 +86,90 @@ def label_components(
     if connectivity not in (4, 8):
         raise ValueError(f"label_components: connectivity must be 4 or 8, got {connectivity}")
     mask = mask.astype(np.uint8, copy=False)
-    foreground = np.flatnonzero(mask)
+    labels = np.zeros(mask.shape, np.int32)
+    box = bounding_box(mask)
+    if box is None:  # no foreground (and cv2 crashes on an empty array)
+        return labels, []
+    # The components of the mask's bounding box are those of the whole mask, in the same
+    # (raster) order; labelling the crop skips cv2's pass over the background around it.
+    crop = mask[box]
+    foreground = np.flatnonzero(crop)
     if foreground.size > SPARSE_PIXELS:
-        return _components_with_stats(mask, connectivity, min_area)
-    # Sparse (often speckled) masks: cv2's stats pass costs more than labelling; compute
-    # the statistics of the few large components from the foreground pixels instead.
+        crop_labels, stats = _components_with_stats(crop, connectivity)
+    else:
+        crop_labels, stats = _components_from_pixels(crop, foreground, connectivity)
+    labels[box] = crop_labels
+    top, left = box[0].start, box[1].start
+    components = []
+    for label, area, y0, x0, y1, x1, row_sum, col_sum in stats:
+        if area < min_area:
+            continue
+        components.append(
+            Component(
+                label=label,
+                area=area,
+                top=top + y0,
+                left=left + x0,
+                bottom=top + y1,
+                right=left + x1,
+                # Exact integer coordinate sums over one true division: cv2's whole-image
+                # double centroid, truncated (coordinates are non-negative).
+                centroid=((row_sum + top * area) // area, (col_sum + left * area) // area),
+            )
+        )
+    return labels, components
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """Slices of the bounding box of the non-zero pixels of [H, W]; None when there are none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+# Per component: (label, area, top, left, bottom, right, row sum, column sum) in the crop.
+_Stats = list[tuple[int, int, int, int, int, int, int, int]]
+
+
+def _components_from_pixels(
+    mask: np.ndarray, foreground: np.ndarray, connectivity: int
+) -> tuple[np.ndarray, _Stats]:
+    """Sparse (often speckled) masks: cv2's stats pass costs more than labelling, so the
+    statistics come from the foreground pixels."""
     _, labels = cv2.connectedComponents(mask, connectivity=connectivity)
     values = labels.ravel()[foreground]
     areas = np.bincount(values)
-    components = []
-    for label in (np.flatnonzero(areas[1:] >= max(min_area, 1)) + 1).tolist():
+    stats = []
+    for label in (np.flatnonzero(areas[1:]) + 1).tolist():
         rows, cols = np.divmod(foreground[values == label], mask.shape[1])
-        area = int(areas[label])
-        components.append(
-            Component(
-                label=label,
-                area=area,
-                top=int(rows.min()),
-                left=int(cols.min()),
-                bottom=int(rows.max()) + 1,
-                right=int(cols.max()) + 1,
-                # Exact integer sums over one true division: cv2's double centroid.
-                centroid=(int(int(rows.sum()) / area), int(int(cols.sum()) / area)),
+        stats.append(
+            (
+                label,
+                int(areas[label]),
+                int(rows.min()),
+                int(cols.min()),
+                int(rows.max()) + 1,
+                int(cols.max()) + 1,
+                int(rows.sum()),
+                int(cols.sum()),
             )
         )
-    return labels, components
+    return labels, stats
 
 
-def _components_with_stats(
-    mask: np.ndarray, connectivity: int, min_area: int
-) -> tuple[np.ndarray, list[Component]]:
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(
+def _components_with_stats(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, _Stats]:
+    count, labels, boxes, centroids = cv2.connectedComponentsWithStats(
         mask, connectivity=connectivity
     )
-    kept = np.flatnonzero(stats[1:count, cv2.CC_STAT_AREA] >= min_area) + 1
-    components = []
-    for label, (left, top, width, height, area), (centroid_x, centroid_y) in zip(
-        kept.tolist(), stats[kept].tolist(), centroids[kept].tolist(), strict=True
-    ):
-        components.append(
-            Component(
-                label=label,
-                area=area,
-                top=top,
-                left=left,
-                bottom=top + height,
-                right=left + width,
-                centroid=(int(centroid_y), int(centroid_x)),
-            )
-        )
-    return labels, components
+    stats = []
+    for label in range(1, count):
+        left, top, width, height, area = (int(v) for v in boxes[label])
+        # centroid x area recovers the exact integer coordinate sums
+        col_sum, row_sum = (int(v) for v in np.rint(centroids[label] * area))
+        stats.append((label, area, top, left, top + height, left + width, row_sum, col_sum))
+    return labels, stats
 
 
 def region_centroids(

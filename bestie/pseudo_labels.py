@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import cv2
 import numpy as np
 
+from bestie.components import label_components
 from bestie.structures import IGNORE_LABEL, Instances
 
 MIN_COMPONENT_AREA = 50  # the official MINIMUM_MASK_SIZE
@@ -114,23 +114,18 @@ def _transfer_class(
     Returns masks bool [k, H, W], centres int64 [k, 2] (y, x), cue rows float32 [k, 4] and
     the accepted component labels; ``stats`` is updated in place.
     """
-    binary = semantic == class_id + 1
-    box = _bounding_box(binary)
-    if box is None:  # cv2 crashes on an empty image; no pixels means no components
+    labels, components = label_components(semantic == class_id + 1)
+    if not components:
         return _no_instances(semantic.shape)
-    # CCL on the class's bounding box gives the same components as on the whole map and is
-    # several times faster (cv2's statistics pass visits every pixel, background included).
-    top, left = box[0].start, box[1].start
-    count, labels, boxes, centroids = cv2.connectedComponentsWithStats(
-        binary[box].view(np.uint8), connectivity=8
-    )
-    cue_labels = _labels_at(labels, class_cues[:, 0] - top, class_cues[:, 1] - left)
+    count = components[-1].label + 1
+    cue_labels = labels[class_cues[:, 0].astype(np.intp), class_cues[:, 1].astype(np.intp)]
     hits = np.bincount(cue_labels, minlength=count)
-    area = boxes[:, cv2.CC_STAT_AREA]
+    area = np.zeros(count, np.int64)
+    area[[c.label for c in components]] = [c.area for c in components]
     large = area >= min_area
-    small = ~large
+    small = (area > 0) & ~large
     large[0] = small[0] = False  # label 0 is everything outside the class mask
-    stats["components"] += count - 1
+    stats["components"] += len(components)
     stats["rejected_small"] += int(small.sum())
     stats["rejected_no_cue"] += int((large & (hits == 0)).sum())
     stats["rejected_multiple_cues"] += int((large & (hits >= 2)).sum())
@@ -140,47 +135,13 @@ def _transfer_class(
     # With exactly one hit per accepted label, a scatter finds each label's cue unambiguously.
     cue_of_label = np.full(count, -1, np.int64)
     cue_of_label[cue_labels] = np.arange(cue_labels.size)
+    by_label = {component.label: component for component in components}
     masks = np.zeros((accepted.size, *semantic.shape), bool)
-    for index, label in enumerate(accepted):
-        x0, y0, box_width, box_height = boxes[label, :4]
-        window = (slice(y0, y0 + box_height), slice(x0, x0 + box_width))
-        shifted = (slice(top + y0, top + y0 + box_height), slice(left + x0, left + x0 + box_width))
-        masks[index][shifted] = labels[window] == label
-    centers = _truncated_centroids(centroids[accepted], area[accepted], top, left)
-    return masks, centers, class_cues[cue_of_label[accepted]], accepted
-
-
-def _labels_at(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Component label under each (row, col) of the cropped label map; 0 outside the crop."""
-    rows, cols = rows.astype(np.intp), cols.astype(np.intp)
-    inside = (rows >= 0) & (rows < labels.shape[0]) & (cols >= 0) & (cols < labels.shape[1])
-    result = np.zeros(rows.shape, np.int64)
-    result[inside] = labels[rows[inside], cols[inside]]
-    return result
-
-
-def _truncated_centroids(
-    centroids: np.ndarray, area: np.ndarray, top: int, left: int
-) -> np.ndarray:
-    """int(centroid) in image coordinates, as cv2 on the whole map would give, int64 [k, 2].
-
-    The crop's centroid times the area recovers the exact integer coordinate sum; shifting
-    the sum and floor-dividing in integers equals truncating cv2's whole-map float centroid
-    (coordinates are non-negative, so floor and truncation agree).
-    """
-    area = area.astype(np.int64)
-    sums = np.rint(centroids[:, ::-1] * area[:, None]).astype(np.int64)
-    sums += np.array([top, left], np.int64) * area[:, None]
-    return sums // area[:, None]
-
-
-def _bounding_box(binary: np.ndarray) -> tuple[slice, slice] | None:
-    """Slices of the bounding box of a bool [H, W] mask; None when it is empty."""
-    rows = np.flatnonzero(binary.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(binary[rows[0] : rows[-1] + 1].any(axis=0))
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    for index, label in enumerate(accepted.tolist()):
+        window = by_label[label].slices
+        masks[index][window] = labels[window] == label
+    centers = np.array([by_label[label].centroid for label in accepted.tolist()], np.int64)
+    return masks, centers.reshape(-1, 2), class_cues[cue_of_label[accepted]], accepted
 
 
 def _no_instances(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
