@@ -43,6 +43,7 @@ def make_project(directory: Path) -> Path:
 @pytest.fixture(scope="session")
 def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test workflow after one complete `snakemake --cores 2` run."""
-    project = make_project(tmp_path_factory.mktemp("workflow"))
+    # A space in the path checks that every rule quotes its paths.
+    project = make_project(tmp_path_factory.mktemp("work flow"))
     snakemake(project, "--cores", "2")
     return project
