@@ -28,6 +28,7 @@ class SyntheticConfig:
     max_size: int = 26
     touch_probability: float = 0.5
     clutter: int = 12
+    hue_jitter: float = 15.0  # instance hue spread (degrees) around its class's hue; <0: any hue
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,7 @@ class MaskRcnnConfig:
     warmup_factor: float = 0.001
     lr_steps: list[int] = field(default_factory=lambda: [14000, 18000])
     lr_gamma: float = 0.1
+    clip_grad_norm: float = 0.0  # clip the gradient norm to this; 0 = off (the recipe)
     min_size: int = 800
     max_size: int = 1333
     flip: bool = True  # random horizontal flips

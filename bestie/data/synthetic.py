@@ -6,7 +6,9 @@ with clutter (lines, rings, dots) that belongs to no class. Instances of one cla
 often placed so that they touch and partly occlude each other
 (``touch_probability``): their semantic masks then merge into one connected component, so
 semantic segmentation alone cannot separate them. Every instance has its own colour and a
-darker rim, so the instances are separable from the image itself.
+darker rim, so the instances are separable from the image itself. Instance colours
+cluster around a hue per class (``hue_jitter``), as appearance correlates with class in real
+data; same-class neighbours therefore look alike and only their rims tell them apart.
 
 The same seed always gives the same images and ground truth.
 """
@@ -130,8 +132,17 @@ def _place(rng, cfg: SyntheticConfig, size: float, anchor) -> tuple[float, float
     return rng.uniform(margin, cfg.height - margin), rng.uniform(margin, cfg.width - margin)
 
 
-def _paint(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> None:
-    colour = rng.uniform(30, 235, 3)
+def instance_colour(rng: np.random.Generator, label: int, cfg: SyntheticConfig) -> np.ndarray:
+    """RGB colour of an instance: its class's hue (evenly spaced) give or take ``hue_jitter``
+    degrees, random saturation and brightness; any hue when ``hue_jitter`` < 0."""
+    if cfg.hue_jitter < 0:
+        return rng.uniform(30, 235, 3)
+    hue = (360.0 * label / len(cfg.classes) + rng.normal(0, cfg.hue_jitter)) % 360
+    hsv = np.array([[[hue / 2, rng.uniform(110, 255), rng.uniform(110, 245)]]], np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
+
+
+def _paint(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, rng: np.random.Generator):
     texture = rng.normal(0, 10, image.shape).astype(np.float32)
     image[mask] = colour + texture[mask]
     rim = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
@@ -169,7 +180,7 @@ def generate_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> Scene:
         masks.append(mask)
         labels.append(label)
         placed.setdefault(label, []).append((center, size))
-        _paint(image, mask, rng)
+        _paint(image, mask, instance_colour(rng, label, cfg), rng)
     return _finish(image, masks, labels, shape)
 
 
@@ -234,7 +245,10 @@ def generate_split(cfg: SyntheticConfig, split: str, image_dir: str):
         image_id, name = index + 1, f"{split}_{index + 1:05d}"
         path = os.path.abspath(os.path.join(image_dir, f"{name}.png"))
         with atomic_path(path) as temporary:
-            cv2.imwrite(str(temporary), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+            # cv2.imwrite reports failure by returning False; the empty temporary file must
+            # not be renamed into place.
+            if not cv2.imwrite(str(temporary), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)):
+                raise ValueError(f"cannot write image {path}")
         instances = scene.instances
         points = tuple(
             (*interior_point(instances.masks[k]), int(instances.labels[k]))
