@@ -43,7 +43,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -373,28 +373,48 @@ def read_cues(path: str | os.PathLike[str]) -> dict[int, np.ndarray]:
 
 
 def read_cue_file(
-    path: str | os.PathLike[str], *, with_maps: bool = True
+    path: str | os.PathLike[str],
+    *,
+    with_maps: bool = True,
+    image_ids: Collection[int] | None = None,
 ) -> tuple[dict[str, Any], dict[int, ImageCues]]:
-    """Read a cues file: ``(root attrs, {image_id: ImageCues})``; maps only if ``with_maps``."""
+    """Read a cues file: ``(root attrs, {image_id: ImageCues})``; maps only if ``with_maps``.
+
+    ``image_ids`` restricts the images read (the maps of a large split do not fit in memory).
+    """
     import h5py
 
     if not os.path.isfile(path):
         raise ValueError(f"cues file not found: {path}")
-    with h5py.File(path, "r") as handle:
-        attrs = {name: _plain(value) for name, value in handle.attrs.items()}
-        if attrs.get("format") != CUES_FORMAT:
-            raise ValueError(f"{path}: not a cues file (expected format {CUES_FORMAT!r})")
-        cues = {}
-        for name, group in handle["images"].items():
-            maps = group.get("maps") if with_maps else None
-            cues[int(name)] = ImageCues(
-                peaks=group["peaks"][()],
-                height=int(group.attrs["height"]),
-                width=int(group.attrs["width"]),
-                maps=None if maps is None else maps[()],
-                map_classes=None if maps is None else maps.attrs["classes"],
-                stride=1 if maps is None else int(maps.attrs["stride"]),
-            )
+    try:
+        with h5py.File(path, "r") as handle:
+            return _read_cue_handle(handle, path, with_maps, image_ids)
+    # h5py reports a truncated or damaged file as OSError, a missing group as KeyError.
+    except (OSError, KeyError) as error:
+        raise ValueError(
+            f"{path}: unreadable cues file (truncated or damaged?): {error}"
+        ) from error
+
+
+def _read_cue_handle(
+    handle: Any, path: str | os.PathLike[str], with_maps: bool, image_ids: Collection[int] | None
+) -> tuple[dict[str, Any], dict[int, ImageCues]]:
+    attrs = {name: _plain(value) for name, value in handle.attrs.items()}
+    if attrs.get("format") != CUES_FORMAT:
+        raise ValueError(f"{path}: not a cues file (expected format {CUES_FORMAT!r})")
+    cues = {}
+    for name, group in handle["images"].items():
+        if image_ids is not None and int(name) not in image_ids:
+            continue
+        maps = group.get("maps") if with_maps else None
+        cues[int(name)] = ImageCues(
+            peaks=group["peaks"][()],
+            height=int(group.attrs["height"]),
+            width=int(group.attrs["width"]),
+            maps=None if maps is None else maps[()],
+            map_classes=None if maps is None else maps.attrs["classes"],
+            stride=1 if maps is None else int(maps.attrs["stride"]),
+        )
     return attrs, cues
 
 
@@ -408,7 +428,7 @@ def gather_cues(shards: Sequence[str | os.PathLike[str]], path: str | os.PathLik
 
     if not shards:
         raise ValueError(f"{path}: no shard files to gather")
-    handles = [h5py.File(shard, "r") for shard in shards]
+    handles = [_open_hdf5(shard) for shard in shards]
     try:
         attrs = [{k: _plain(v) for k, v in h.attrs.items() if k != "shard"} for h in handles]
         for shard, other in zip(shards[1:], attrs[1:], strict=True):
@@ -431,6 +451,18 @@ def gather_cues(shards: Sequence[str | os.PathLike[str]], path: str | os.PathLik
     finally:
         for handle in handles:
             handle.close()
+
+
+def _open_hdf5(path: str | os.PathLike[str]) -> Any:
+    """An HDF5 file opened for reading; a missing or damaged file raises ValueError naming it."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(
+            f"{path}: unreadable HDF5 file (missing, truncated or damaged?): {error}"
+        ) from error
 
 
 def _plain(value: Any) -> Any:

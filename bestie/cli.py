@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "figures and tables of one experiment for the report",
     ),
     "report": ("report", "the summary tables (Table 1, mean ± std over seeds) of all experiments"),
+    "inspect": ("inspect", "summarise any artifact: counts, classes, score ranges, progress"),
     "show": ("show", "draw a per-image artifact over its image"),
     "schema": ("schema", "print the config JSON schema generated from the dataclasses"),
 }

@@ -302,6 +302,9 @@ def decode(semantic_prob: Tensor, center: Tensor, offset: Tensor, cfg: DecodeCon
         Instances with masks bool [N, H, W], labels int64 [N] (0-based), scores float32 [N],
         ordered by class, then component (cv2 order), then id. N may be 0.
 
+    Raises:
+        ValueError: on mismatched shapes or a NaN/infinite value in any input.
+
     Reference: clovaai/BESTIE utils/utils.py ``get_ins_map``.
     """
     _check_decode_inputs(semantic_prob, center, offset)
@@ -385,3 +388,7 @@ def _check_decode_inputs(semantic_prob: Tensor, center: Tensor, offset: Tensor) 
         raise ValueError(
             f"decode: offset must be [2, H, W] = {(2, height, width)}, got {tuple(offset.shape)}"
         )
+    # NaN would otherwise pass silently into the argmax and the scores (a diverged model).
+    for name, values in (("semantic_prob", semantic_prob), ("center", center), ("offset", offset)):
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"decode: {name} holds NaN or infinite values (a diverged model?)")

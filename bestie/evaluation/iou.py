@@ -107,10 +107,21 @@ def rle_iou(rles_a: Sequence[dict[str, Any]], rles_b: Sequence[dict[str, Any]]) 
         return np.zeros((len(rles_a), len(rles_b)), np.float32)
     iou = np.asarray(mask_utils.iou(list(rles_a), list(rles_b), [0] * len(rles_b)), np.float64)
     iou = iou.reshape(len(rles_a), len(rles_b))
-    empty_a = mask_utils.area(list(rles_a)) == 0
-    empty_b = mask_utils.area(list(rles_b)) == 0
+    empty_a = _areas(list(rles_a)) == 0
+    empty_b = _areas(list(rles_b)) == 0
     iou[empty_a[:, None] & empty_b[None, :]] = np.nan
     return iou.astype(np.float32)
+
+
+def _areas(rles: list[dict]) -> np.ndarray:
+    """Pixel counts of RLEs, int [N].
+
+    pycocotools' ``area`` (2.0.11 under NumPy 2) sizes its output with a uint8 and raises
+    OverflowError for more than 255 RLEs (an untrained network's image can have more), so it
+    is called on chunks.
+    """
+    chunks = [mask_utils.area(rles[start : start + 255]) for start in range(0, len(rles), 255)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
 
 
 def count_true_positives(

@@ -63,9 +63,14 @@ def run(args: argparse.Namespace) -> None:
         semantic = check_label_map(read_label_map(path), record, len(categories), path)
         peaks = cues.get(record.id, np.zeros((0, 4), np.float32))
         kept = peaks[peaks[:, 3] > cfg.pseudo.cue_threshold]
-        instances, counts = transfer_with_stats(
-            semantic, kept, record.classes, min_area=cfg.pseudo.min_area
-        )
+        try:
+            instances, counts = transfer_with_stats(
+                semantic, kept, record.classes, min_area=cfg.pseudo.min_area
+            )
+        except ValueError as error:  # e.g. a cue outside the image: name the image and file
+            raise ValueError(
+                f"{args.cues}: image {record.name} (id {record.id}): {error}"
+            ) from error
         for key in STAT_KEYS:
             stats[key] += counts[key]
         stats["cues_used"] += len(kept)

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bestie.artifacts import annotations_by_image, read_json, read_records
 from bestie.config import Config, load_sections
@@ -102,6 +103,9 @@ def run(args: argparse.Namespace) -> None:
             supervision=cfg.supervision,
             seed=cfg.seed,
         )
+        # The random initialisation (heads, or all of a backbone without weights) must come
+        # from the seed: a rerun, or a resumed run's first attempt, must start from it too.
+        torch.manual_seed(cfg.seed)
         model = build_instance_net(
             cfg.instance.backbone,
             len(categories),

@@ -1,0 +1,291 @@
+"""Kill and resume: a SIGKILLed ``train-instance`` resumes to the weights of an unbroken run.
+
+Also: the same inputs and seed give byte-identical pseudo labels and metrics on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bestie import cli
+from bestie.artifacts import (
+    ImageCues,
+    annotations_by_image,
+    atomic_directory,
+    write_cues,
+    write_json,
+    write_records,
+)
+from bestie.data.io import write_label_map
+from bestie.data.synthetic import generate_split
+from bestie.engine.checkpoint import load_checkpoint, load_model, save_model
+from bestie.experiments import Experiments
+from bestie.models.instance_net import build_instance_net
+from bestie.sections import SyntheticConfig
+from bestie.wsss import semantic_from_instances
+
+ITERATIONS = 20
+CONFIG = {
+    "seed": 5,
+    "supervision": "image",
+    "instance": {
+        "backbone": "small",
+        "crop": 32,
+        "scale_min": 0.9,
+        "scale_max": 1.1,
+        "batch_size": 2,
+        "iterations": ITERATIONS,
+        "warmup_iterations": 4,
+        "lr": 1e-3,
+        "checkpoint_every": 2,
+        "log_every": 1,  # one log row per iteration: the test watches the progress in it
+        "workers": 0,
+    },
+    "refine": {"nms_kernel": 9, "start_iter": 6},  # self-refinement runs after iteration 6
+    "loss": {},
+    "pseudo": {},
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return make_inputs(tmp_path_factory.mktemp("kill resume"))  # a space: paths are quoted
+
+
+def make_inputs(folder: Path) -> dict[str, str]:
+    """Records, pseudo labels (the GT instances) and WSSS maps (the GT oracle) of 6 images."""
+    config = SyntheticConfig(num_train=6, height=40, width=40, min_size=10, max_size=16)
+    records, categories, gt = generate_split(config, "train", str(folder / "images"))
+    write_records(folder / "train.json", records, categories, dataset="synthetic", split="train")
+    instances = annotations_by_image(gt["annotations"], records)
+    for record in records:
+        semantic = semantic_from_instances(instances[record.id], (40, 40))
+        write_label_map(folder / "wsss" / f"{record.name}.png", semantic)
+    write_json(folder / "pseudo.json", {"annotations": gt["annotations"]})
+    write_json(folder / "train_gt.json", gt)
+    return {
+        "config": json.dumps(CONFIG),
+        "records": str(folder / "train.json"),
+        "pseudo": str(folder / "pseudo.json"),
+        "wsss": str(folder / "wsss"),
+        "gt": str(folder / "train_gt.json"),
+    }
+
+
+def start_training(inputs: dict[str, str], output: Path) -> subprocess.Popen:
+    """``python -m bestie train-instance`` on one CPU thread, its log in ``output/run.log``."""
+    output.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "bestie", "train-instance", "--device", "cpu"]
+    for option in ("config", "records", "pseudo", "wsss"):
+        command += [f"--{option}", inputs[option]]
+    command += ["--out", str(output / "model.pt")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    with open(output / "run.log", "a", encoding="utf-8") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def logged_iterations(output: Path) -> int:
+    """Rows of the training log (written atomically, so always complete)."""
+    path = output / "train_log.csv"
+    return max(len(path.read_text().splitlines()) - 1, 0) if path.is_file() else 0
+
+
+def kill_after(process: subprocess.Popen, output: Path, iteration: int, delay: float) -> None:
+    """SIGKILL ``process`` ``delay`` seconds after it logged ``iteration``."""
+    deadline = time.monotonic() + 600
+    while logged_iterations(output) < iteration:
+        if process.poll() is not None:
+            log = (output / "run.log").read_text()
+            raise AssertionError(f"training ended before iteration {iteration}:\n{log}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"iteration {iteration} not reached in 10 minutes")
+        time.sleep(0.02)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.slow
+def test_sigkilled_training_resumes_to_the_uninterrupted_weights(inputs, tmp_path) -> None:
+    seed = random.randrange(2**32)
+    chooser = random.Random(seed)
+    iteration, delay = chooser.randint(3, ITERATIONS - 3), chooser.uniform(0.0, 1.0)
+    where = f"(kill after iteration {iteration} + {delay:.2f} s; random seed {seed})"
+    reference = start_training(inputs, tmp_path / "reference")
+    broken = start_training(inputs, tmp_path / "broken")
+    kill_after(broken, tmp_path / "broken", iteration, delay)
+    assert broken.returncode == -signal.SIGKILL, where
+    saved = load_checkpoint(tmp_path / "broken/checkpoints/last.pt")
+    assert 2 <= saved["progress"] < ITERATIONS, where
+    assert not (tmp_path / "broken/model.pt").exists(), where
+    resumed = start_training(inputs, tmp_path / "broken")
+    assert resumed.wait() == 0, (tmp_path / "broken/run.log").read_text()
+    assert reference.wait() == 0, (tmp_path / "reference/run.log").read_text()
+    assert f"resuming at iteration {saved['progress']}" in (tmp_path / "broken/run.log").read_text()
+    expected, _ = load_model(tmp_path / "reference/model.pt")
+    actual, _ = load_model(tmp_path / "broken/model.pt")
+    assert expected.keys() == actual.keys()
+    different = [name for name in expected if not torch.equal(expected[name], actual[name])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]} {where}"
+    losses = [_losses(tmp_path / name / "train_log.csv") for name in ("reference", "broken")]
+    assert losses[0] == losses[1], where
+
+
+def _losses(path: Path) -> list[list[str]]:
+    """The iteration, lr and loss columns of a training log (not the timings)."""
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    return [row[:9] for row in rows]
+
+
+# ----------------------------------------------------------------------------- determinism
+PIPELINE_CONFIG = {
+    "seed": 3,
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {
+            "num_train": 4,
+            "num_val": 3,
+            "height": 40,
+            "width": 40,
+            "min_size": 10,
+            "max_size": 16,
+        },
+    },
+    "cues": {"source": "gt_points"},
+    "wsss": {"method": "gt"},
+    "decode": {"min_area": 10},
+}
+
+
+# Each line is one command; {dir} is the run's folder, {model} a model file and {stage} the
+# stage's config sections (as the workflow passes them).
+PIPELINE = """
+prepare-dataset --config {dataset} --split train --records {dir}/train.json --gt {dir}/train_gt.json
+prepare-dataset --config {dataset} --split val --records {dir}/val.json --gt {dir}/val_gt.json
+extract-cues --config {cues} --records {dir}/train.json --output {dir}/cues.h5
+make-wsss --config {wsss} --records {dir}/train.json --gt {dir}/train_gt.json --out {dir}/shard
+gather-wsss --shards {dir}/shard --records {dir}/train.json --out {dir}/wsss --miou {dir}/miou.json
+synthesize-pseudo-labels --config {pseudo} --records {dir}/train.json --cues {dir}/cues.h5
+  --wsss {dir}/wsss --gt {dir}/train_gt.json --out {dir}/pseudo_shard.json
+gather-pseudo-labels --shards {dir}/pseudo_shard.json --records {dir}/train.json
+  --cues {dir}/cues.h5 --wsss {dir}/wsss --out {dir}/pseudo.json --stats {dir}/stats.json
+predict-instance --config {predict} --model {model} --records {dir}/val.json
+  --out {dir}/pred_val.json --device cpu
+evaluate --config {evaluation} --pred {dir}/pred_val.json --gt {dir}/val_gt.json
+  --out {dir}/eval.json
+"""
+
+
+def _pipeline(folder: Path, model: Path) -> None:
+    """Data set, cues, WSSS maps, pseudo labels, predictions and metrics, via the CLI."""
+    experiments = Experiments(PIPELINE_CONFIG)
+    values = {
+        stage: experiments.stage_json(experiments.names[0], stage)
+        for stage in ("dataset", "cues", "wsss", "pseudo", "predict", "evaluation")
+    }
+    values.update(dir=str(folder), model=str(model))
+    for command in PIPELINE.strip().replace("\n  ", " ").splitlines():
+        argv = [word.format(**values) for word in command.split()]
+        assert cli.main(argv) == 0, command
+
+
+def test_pseudo_labels_and_metrics_are_byte_identical_across_runs(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = tmp_path / "model.pt"
+    save_model(model, build_instance_net("small", 3), {"backbone": "small", "num_classes": 3})
+    folder = tmp_path / "run"  # both runs in the same place: the files hold their paths
+    _pipeline(folder, model)
+    first = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    shutil.rmtree(folder)
+    _pipeline(folder, model)
+    second = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []
+    assert {Path("pseudo.json"), Path("stats.json"), Path("eval.json")} <= first.keys()
+    assert json.loads(first[Path("stats.json")])["accepted"] > 0
+
+
+# ----------------------------------------------------------------------------- atomic writes
+WRITER = r"""
+import sys, time
+import h5py
+import numpy as np
+from bestie import artifacts
+from bestie.data.io import write_label_map
+
+
+def stall(*args, **kwargs):
+    print("stalled", flush=True)
+    time.sleep(600)
+
+
+mode, target = sys.argv[1], sys.argv[2]
+if mode == "json":  # everything written, killed before the rename
+    artifacts.os.replace = stall
+    artifacts.write_json(target, {"images": list(range(100000))})
+elif mode == "hdf5":  # killed halfway through the images
+    create = h5py.Group.create_dataset
+    def slow(group, *args, **kwargs):
+        if group.name == "/images/50":
+            stall()
+        return create(group, *args, **kwargs)
+    h5py.Group.create_dataset = slow
+    cues = {i: artifacts.ImageCues(np.ones((3, 4)), 8, 8) for i in range(100)}
+    artifacts.write_cues(target, cues, attrs={})
+elif mode == "folder":  # killed after 2 of the maps
+    with artifacts.atomic_directory(target) as folder:
+        for index in range(5):
+            if index == 2:
+                stall()
+            write_label_map(folder / f"{index}.png", np.zeros((4, 4), np.uint8))
+"""
+
+
+@pytest.mark.parametrize("mode", ["json", "hdf5", "folder"])
+def test_a_writer_killed_mid_write_leaves_no_target(tmp_path: Path, mode: str) -> None:
+    target = tmp_path / {"json": "pred.json", "hdf5": "cues.h5", "folder": "wsss"}[mode]
+    if mode == "json":
+        target.write_text("old\n")  # a rerun's kill leaves the previous file as it was
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, mode, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline() == "stalled\n"  # now inside the write
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert target.read_text() == "old\n" if mode == "json" else not target.exists()
+    # only the hidden temporary is left, which no reader or Snakemake rule looks at
+    assert all(path.name.startswith(".") for path in tmp_path.iterdir() if path != target)
+
+
+def test_writers_that_raise_leave_nothing(tmp_path: Path, monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(tmp_path / "model.pt", torch.nn.Linear(2, 2), {})
+    monkeypatch.setattr(h5py.Group, "create_dataset", fail)
+    cues = {1: ImageCues(np.ones((1, 4)), 4, 4)}
+    with pytest.raises(OSError, match="disk full"):
+        write_cues(tmp_path / "cues.h5", cues, attrs={})
+    monkeypatch.setattr(Image.Image, "save", fail)
+    with pytest.raises(OSError, match="disk full"), atomic_directory(tmp_path / "maps") as folder:
+        write_label_map(folder / "a.png", np.zeros((4, 4), np.uint8))
+    assert list(tmp_path.iterdir()) == []
