@@ -2,8 +2,9 @@
 
 Synthetic VOC-sized scenes (375x500, random texture): 3-8 disjoint elliptical instances of
 1-3 classes out of 20, with the WSSS map holding their classes and a band of 255. Single
-thread (cv2 and torch). Prints one JSON object with per-image milliseconds (median over
-runs, each run a pass over every scene):
+thread (cv2 and torch). Prints one JSON object (``common.py`` shape) with per-image
+milliseconds, wall and process CPU time (``*_cpu_ms``), over runs (each run a pass over
+every scene):
 
 - ``train_augmentation``: ``TrainAugmentation(416, 0.7, 1.3)`` on (image, map, masks, points);
 - ``dataset_item``: ``InstanceDataset.__getitem__`` from in-memory arrays (no file decoding):
@@ -19,9 +20,7 @@ Usage: python benchmarks/bench_augmentation.py [--scenes 40] [--runs 5] [--seed 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import random
 import statistics
 import time
@@ -30,6 +29,7 @@ import cv2
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
+from common import emit, result
 
 from bestie.data.instance_dataset import InstanceDataset
 from bestie.data.transforms import Sample, TrainAugmentation
@@ -111,21 +111,25 @@ def time_per_image(functions: dict, count: int, runs: int) -> dict[str, dict[str
     The functions are interleaved call by call, so a busy machine slows them alike. Every
     pass repeats the same work (the randomness is seeded per index), so the fastest run of
     each call estimates its cost on an idle machine: ``fastest_ms`` is the mean of those over
-    the calls, ``median_pass_ms`` the median over passes of the mean per call.
+    the calls, ``median_pass_ms`` the median over passes of the mean per call; ``*_cpu_ms``
+    the same on process CPU time.
     """
-    times = {name: np.zeros((runs, count)) for name in functions}
+    wall = {name: np.zeros((runs, count)) for name in functions}
+    cpu = {name: np.zeros((runs, count)) for name in functions}
     for run in range(runs):
         for index in range(count):
             for name, function in functions.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 function(index)
-                times[name][run, index] = (time.perf_counter() - start) * 1e3
+                wall[name][run, index] = (time.perf_counter() - start) * 1e3
+                cpu[name][run, index] = (time.process_time() - start_cpu) * 1e3
+    return {name: {**_stats(wall[name], ""), **_stats(cpu[name], "_cpu")} for name in functions}
+
+
+def _stats(values: np.ndarray, suffix: str) -> dict[str, float]:
     return {
-        name: {
-            "fastest_ms": round(float(values.min(axis=0).mean()), 3),
-            "median_pass_ms": round(float(np.median(values.mean(axis=1))), 3),
-        }
-        for name, values in times.items()
+        f"fastest{suffix}_ms": round(float(values.min(axis=0).mean()), 3),
+        f"median_pass{suffix}_ms": round(float(np.median(values.mean(axis=1))), 3),
     }
 
 
@@ -161,25 +165,25 @@ def main() -> None:
         random.seed(args.seed * 1_000_003 + index)
         official_style(samples[index].image, samples[index].semantic, cues[index])
 
-    figures = {
+    figures = time_per_image(
+        {
+            "train_augmentation": augment,
+            "dataset_item": dataset.__getitem__,
+            "official_style_augmentation": official,
+        },
+        len(samples),
+        args.runs,
+    )
+    inputs = {
         "image_size": [HEIGHT, WIDTH],
         "crop": CROP,
         "scenes": args.scenes,
+        "runs": args.runs,
         "instances_per_image": statistics.mean(len(sample.instances) for sample in samples),
         "threads": 1,
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        **time_per_image(
-            {
-                "train_augmentation": augment,
-                "dataset_item": dataset.__getitem__,
-                "official_style_augmentation": official,
-            },
-            len(samples),
-            args.runs,
-        ),
-        "official_augmentation_ms_spec_11": 5.0,
     }
-    print(json.dumps(figures, indent=2))
+    reference = {"official_augmentation_ms_spec_11": 5.0}
+    emit(result("augmentation", inputs, figures, reference=reference))
 
 
 def dataclass_replace_id(record: ImageRecord, index: int) -> ImageRecord:

@@ -1,15 +1,16 @@
 """Speed of instance-cue extraction (SPEC §1.3, §11) and of the classifier's forward pass.
 
-Prints one JSON object:
+Prints one JSON object (``common.py`` shape); every time has its wall (``median_ms``) and
+process CPU (``median_cpu_ms``) figure:
 
-- ``cue_postprocess_ms``: flip merge + 3×3 smoothing + 15×15 peaks + top-25 + threshold
+- ``cue_postprocess``: flip merge + 3×3 smoothing + 15×15 peaks + top-25 + threshold
   on [2, 20, 375, 500] normalised CAMs (an image and its mirror), all 20 classes, as the
   official ``point_extraction.py`` loop does; per image, median over ``--runs``. SPEC §11
   measured the official code at 575 ms (472-664) on 2 idle cores.
-- ``official_style_ms``: the official operations rewritten from SPEC §1.3 (one square
+- ``official_style``: the official operations rewritten from SPEC §1.3 (one square
   15×15 max-pool, ``topk`` over all 20 maps), timed in the same process, for a fair ratio
   on a busy machine.
-- ``cue_postprocess_label_classes_ms``: the same on the image-label classes only (2 of
+- ``cue_postprocess_label_classes``: the same on the image-label classes only (2 of
   20), which is what ``bestie.cues.classifier_cues`` computes.
 - ``classifier_images_per_s``: eval-mode forward (with flip: 2 images per image counted
   once each) of the PAM classifier at the synthetic size, per width.
@@ -20,13 +21,11 @@ Usage: python benchmarks/bench_cues.py [--runs 5] [--threads 2] [--size 128] [--
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from common import emit, result, summary, timed
 
 from bestie.cues import find_peaks, merge_flip, peaks_to_cues, smooth
 from bestie.models.classifier import Classifier
@@ -72,23 +71,21 @@ def official_style(cams: torch.Tensor) -> None:
                 break
 
 
-def median_ms(function: Callable[[], None], runs: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        function()
-        times.append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(times), 1)
+def median_ms(function: Callable[[], None], runs: int) -> dict[str, float]:
+    return summary(timed(function, runs), digits=1)
 
 
 @torch.no_grad()
-def classifier_rate(width: float, size: int, runs: int, batch: int = 16) -> float:
+def classifier_rate(width: float, size: int, runs: int, batch: int = 16) -> dict[str, float]:
+    """Images per second of the eval-mode forward, on wall and on process CPU time."""
     torch.manual_seed(0)
     model = Classifier(3, width=width).eval()
     images = torch.randn(batch, 3, size, size)
-    seconds = median_ms(lambda: model(images), runs) / 1000
-    return round(batch / seconds, 1)
+    times = median_ms(lambda: model(images), runs)
+    return {
+        "images_per_s": round(batch / times["median_ms"] * 1000, 1),
+        "images_per_cpu_s": round(batch / times["median_cpu_ms"] * 1000, 1),
+    }
 
 
 def main() -> None:
@@ -100,19 +97,24 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cams = make_cams()
-    result = {
-        "threads": args.threads,
-        "cams_shape": list(cams.shape),
-        "cue_postprocess_ms": median_ms(lambda: ours(cams, list(range(NUM_CLASSES))), args.runs),
-        "official_style_ms": median_ms(lambda: official_style(cams), args.runs),
-        "official_measured_ms": 575,
-        "cue_postprocess_label_classes_ms": median_ms(lambda: ours(cams, [4, 11]), args.runs),
-        "classifier_input": args.size,
-        "classifier_images_per_s": {
+    figures = {
+        "cue_postprocess": median_ms(lambda: ours(cams, list(range(NUM_CLASSES))), args.runs),
+        "official_style": median_ms(lambda: official_style(cams), args.runs),
+        "cue_postprocess_label_classes": median_ms(lambda: ours(cams, [4, 11]), args.runs),
+        "classifier": {
             str(width): classifier_rate(width, args.size, args.runs) for width in args.widths
         },
     }
-    print(json.dumps(result, indent=1))
+    inputs = {
+        "threads": args.threads,
+        "runs": args.runs,
+        "cams_shape": list(cams.shape),
+        "label_classes": [4, 11],
+        "classifier_input": [16, 3, args.size, args.size],
+        "classifier_widths": args.widths,
+    }
+    reference = {"official_measured_ms": 575}
+    emit(result("cues", inputs, figures, reference=reference))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 Each image is 375x500 with 5 ground-truth instances (ellipses of 2-3 classes among 20) and
 20 predictions: jittered copies of the ground truth, mislabelled copies and random blobs,
-as a trained model produces. Times are wall-clock milliseconds per image, best of
-``--repeats`` runs, on one process.
+as a trained model produces. Times are milliseconds per image over ``--repeats`` runs
+(``min_ms``: the best run's wall time; ``median_cpu_ms``: the process CPU time), on one
+process. Prints one JSON object (``common.py`` shape). Target: VOC AP (one threshold, masks
+in memory, as chainercv's ``eval_instance_segmentation_voc``, 3.3 ms/image in SPEC §11)
+< 2 ms/image. ``coco_evaluate_from_files`` is the COCO AP/AP50/AP75 figure (pycocotools).
 
 Usage: python benchmarks/bench_evaluation.py [--images 100] [--repeats 3]
 """
@@ -11,14 +14,12 @@ Usage: python benchmarks/bench_evaluation.py [--images 100] [--repeats 3]
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from common import check, emit, result, summary, timed
 
 from bestie.artifacts import instances_to_annotations, instances_to_results, write_json
 from bestie.evaluation import coco, voc
@@ -58,13 +59,38 @@ def _make_image(rng: np.random.Generator) -> tuple[Instances, Instances]:
     return Instances(gt_masks, gt_labels), Instances(np.stack(pred_masks), pred_labels, scores)
 
 
-def _best_ms(function: Callable[[], object], repeats: int, images: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return round(min(times) / images * 1000.0, 3)
+def _best_ms(function: Callable[[], object], repeats: int, images: int) -> dict[str, float]:
+    return summary(timed(function, repeats, warmup=0), per=images)
+
+
+def _write_files(pairs: list, gt_path: Path, pred_path: Path) -> None:
+    """The pairs as a COCO ground-truth file and a COCO results file."""
+    annotations, results = [], []
+    for image_id, (gt, pred) in enumerate(pairs):
+        annotations += instances_to_annotations(gt, image_id, first_id=len(annotations) + 1)
+        results += instances_to_results(pred, image_id)
+    images = [
+        {"id": i, "file_name": f"{i}.jpg", "height": HEIGHT, "width": WIDTH}
+        for i in range(len(pairs))
+    ]
+    categories = [{"id": c, "name": f"class{c}"} for c in range(NUM_CLASSES)]
+    write_json(gt_path, {"images": images, "annotations": annotations, "categories": categories})
+    write_json(pred_path, results)
+
+
+def _time_all(pairs: list, columns: tuple, repeats: int) -> dict[str, dict[str, float]]:
+    """ms per image of each evaluation entry point."""
+    images = len(pairs)
+    with tempfile.TemporaryDirectory() as directory:
+        gt_path, pred_path = Path(directory, "gt.json"), Path(directory, "pred.json")
+        _write_files(pairs, gt_path, pred_path)
+        functions = {
+            "instance_ap_iou50": lambda: voc.instance_ap(*columns),
+            "instance_ap_multi_4_thresholds": lambda: voc.instance_ap_multi(*columns),
+            "coco_evaluate_from_files": lambda: coco.evaluate(gt_path, pred_path),
+            "evaluate_voc_from_files_4_thresholds": lambda: coco.evaluate_voc(gt_path, pred_path),
+        }
+        return {name: _best_ms(f, repeats, images) for name, f in functions.items()}
 
 
 def main() -> None:
@@ -82,62 +108,25 @@ def main() -> None:
         [g.masks for g in gts],
         [g.labels for g in gts],
     )
-    with tempfile.TemporaryDirectory() as directory:
-        gt_path, pred_path = Path(directory, "gt.json"), Path(directory, "pred.json")
-        annotations, results = [], []
-        for image_id, (gt, pred) in enumerate(pairs):
-            annotations += instances_to_annotations(gt, image_id, first_id=len(annotations) + 1)
-            results += instances_to_results(pred, image_id)
-        images = [
-            {"id": i, "file_name": f"{i}.jpg", "height": HEIGHT, "width": WIDTH}
-            for i in range(args.images)
-        ]
-        categories = [{"id": c, "name": f"class{c}"} for c in range(NUM_CLASSES)]
-        write_json(
-            gt_path, {"images": images, "annotations": annotations, "categories": categories}
-        )
-        write_json(pred_path, results)
-        figures = {
-            "instance_ap_iou50": _best_ms(
-                lambda: voc.instance_ap(*columns), args.repeats, args.images
-            ),
-            "instance_ap_multi_4_thresholds": _best_ms(
-                lambda: voc.instance_ap_multi(*columns), args.repeats, args.images
-            ),
-            "coco_evaluate_from_files": _best_ms(
-                lambda: coco.evaluate(gt_path, pred_path), args.repeats, args.images
-            ),
-            "evaluate_voc_from_files_4_thresholds": _best_ms(
-                lambda: coco.evaluate_voc(gt_path, pred_path), args.repeats, args.images
-            ),
-        }
-    print(
-        json.dumps(
-            {
-                "unit": "ms per image (best of repeats)",
-                "notes": (
-                    "instance_ap* take decoded bool masks in memory; *_from_files include reading "
-                    "the GT and prediction JSON; evaluate_voc computes IoU on the RLEs"
-                ),
-                "inputs": {
-                    "height": HEIGHT,
-                    "width": WIDTH,
-                    "gt_per_image": NUM_GT,
-                    "predictions_per_image": NUM_PRED,
-                    "images": args.images,
-                    "classes": NUM_CLASSES,
-                    "iou_thresholds_multi": list(voc.DEFAULT_IOU_THRESHOLDS),
-                },
-                "ms_per_image": figures,
-                "machine": {
-                    "python": platform.python_version(),
-                    "numpy": np.__version__,
-                    "processor": platform.processor() or platform.machine(),
-                },
-            },
-            indent=2,
-        )
+    figures = _time_all(pairs, columns, args.repeats)
+    inputs = {
+        "height": HEIGHT,
+        "width": WIDTH,
+        "gt_per_image": NUM_GT,
+        "predictions_per_image": NUM_PRED,
+        "images": args.images,
+        "classes": NUM_CLASSES,
+        "repeats": args.repeats,
+        "iou_thresholds_multi": list(voc.DEFAULT_IOU_THRESHOLDS),
+    }
+    voc_ap = figures["instance_ap_iou50"]["median_cpu_ms"]
+    targets = [check("instance_ap_iou50.median_cpu_ms", voc_ap, 2.0)]
+    notes = (
+        "ms per image; instance_ap* take decoded bool masks in memory; *_from_files include "
+        "reading the GT and prediction JSON; evaluate_voc computes IoU on the RLEs"
     )
+    reference = {"chainercv_eval_instance_segmentation_voc_ms": 3.3}
+    emit(result("evaluation", inputs, figures, targets=targets, reference=reference, notes=notes))
 
 
 if __name__ == "__main__":

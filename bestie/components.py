@@ -95,15 +95,13 @@ def label_components(
     crop = mask[box]
     foreground = np.flatnonzero(crop)
     if foreground.size > SPARSE_PIXELS:
-        crop_labels, stats = _components_with_stats(crop, connectivity)
+        crop_labels, stats = _components_with_stats(crop, connectivity, min_area)
     else:
-        crop_labels, stats = _components_from_pixels(crop, foreground, connectivity)
+        crop_labels, stats = _components_from_pixels(crop, foreground, connectivity, min_area)
     labels[box] = crop_labels
     top, left = box[0].start, box[1].start
     components = []
     for label, area, y0, x0, y1, x1, row_sum, col_sum in stats:
-        if area < min_area:
-            continue
         components.append(
             Component(
                 label=label,
@@ -134,15 +132,16 @@ _Stats = list[tuple[int, int, int, int, int, int, int, int]]
 
 
 def _components_from_pixels(
-    mask: np.ndarray, foreground: np.ndarray, connectivity: int
+    mask: np.ndarray, foreground: np.ndarray, connectivity: int, min_area: int
 ) -> tuple[np.ndarray, _Stats]:
     """Sparse (often speckled) masks: cv2's stats pass costs more than labelling, so the
-    statistics come from the foreground pixels."""
+    statistics come from the foreground pixels, for the components of ``min_area`` or more
+    only (a speckled map has thousands of tiny ones)."""
     _, labels = cv2.connectedComponents(mask, connectivity=connectivity)
     values = labels.ravel()[foreground]
     areas = np.bincount(values)
     stats = []
-    for label in (np.flatnonzero(areas[1:]) + 1).tolist():
+    for label in (np.flatnonzero(areas[1:] >= max(min_area, 1)) + 1).tolist():
         rows, cols = np.divmod(foreground[values == label], mask.shape[1])
         stats.append(
             (
@@ -159,12 +158,14 @@ def _components_from_pixels(
     return labels, stats
 
 
-def _components_with_stats(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, _Stats]:
+def _components_with_stats(
+    mask: np.ndarray, connectivity: int, min_area: int
+) -> tuple[np.ndarray, _Stats]:
     count, labels, boxes, centroids = cv2.connectedComponentsWithStats(
         mask, connectivity=connectivity
     )
     stats = []
-    for label in range(1, count):
+    for label in (np.flatnonzero(boxes[1:count, cv2.CC_STAT_AREA] >= min_area) + 1).tolist():
         left, top, width, height, area = (int(v) for v in boxes[label])
         # centroid x area recovers the exact integer coordinate sums
         col_sum, row_sum = (int(v) for v in np.rint(centroids[label] * area))
