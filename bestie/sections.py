@@ -24,10 +24,10 @@ class SyntheticConfig:
     max_classes_per_image: int = 2
     min_instances: int = 1
     max_instances: int = 3
-    min_size: int = 14
-    max_size: int = 26
+    min_size: int = 30
+    max_size: int = 46
     touch_probability: float = 0.5
-    clutter: int = 12
+    clutter: int = 6
     hue_jitter: float = 15.0  # instance hue spread (degrees) around its class's hue; <0: any hue
 
 
@@ -82,6 +82,10 @@ class ClassifierConfig:
     checkpoint_every: int = 5  # epochs
     workers: int = 2
     amp: bool = True  # on CUDA only
+    # Not official; for training from a random init (the synthetic CPU config):
+    batch_norm: bool = False  # BatchNorm after every 3x3 conv (no ImageNet weights then)
+    # lr multipliers of trunk weights, trunk biases, extra-conv weights, extra-conv biases
+    lr_multipliers: list[float] = field(default_factory=lambda: [1.0, 2.0, 10.0, 20.0])
 
 
 @dataclass(frozen=True)
