@@ -87,7 +87,7 @@ def multilabel_f1(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5
 def make_optimizer(model: Classifier, cfg: ClassifierConfig) -> torch.optim.SGD:
     """SGD, Nesterov momentum, weight decay, the four lr groups of :func:`parameter_groups`."""
     return torch.optim.SGD(
-        parameter_groups(model, cfg.lr),
+        parameter_groups(model, cfg.lr, cfg.lr_multipliers),
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,

@@ -37,13 +37,9 @@ __all__ = [
 # VGG16 conv widths per block; "M" = 2×2/2 max-pool, "N" = 3×3/1 max-pool (pool4's stand-in).
 _TRUNK = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "N", 512, 512, 512)
 _DILATED_FROM = 13  # entries of _TRUNK from here on (conv5_1..3) use dilation 2
-# Learning-rate multipliers of the four parameter groups (SPEC §1.2).
-LR_MULTIPLIERS = {
-    "backbone_weight": 1.0,
-    "backbone_bias": 2.0,
-    "extra_weight": 10.0,
-    "extra_bias": 20.0,
-}
+# The four parameter groups and their official learning-rate multipliers (SPEC §1.2).
+GROUPS = ("backbone_weight", "backbone_bias", "extra_weight", "extra_bias")
+LR_MULTIPLIERS = (1.0, 2.0, 10.0, 20.0)
 
 
 def scaled(channels: int, width: float) -> int:
@@ -78,7 +74,7 @@ def _make_trunk(width: float, batch_norm: bool) -> nn.Sequential:
     """VGG16 ``features`` up to conv5_3's ReLU (indices 0..29), torchvision numbering.
 
     With ``batch_norm`` each ReLU slot holds ``Sequential(BatchNorm2d, ReLU)``, so the convs
-    keep their torchvision indices.
+    keep their torchvision indices (and the extra activations become (BN, ReLU/PAM)).
     """
     layers: list[nn.Module] = []
     in_channels = 3
@@ -107,9 +103,11 @@ class Classifier(nn.Module):
         width: channel multiplier of every conv (1.0 = VGG16).
         pam_layers: which extra convs (1, 2, 3) are followed by PAM; the others by ReLU.
         pam_alpha: the PAM controller alpha.
-        batch_norm: batch normalisation after every trunk conv. Not in the official model:
-            it lets a random-init trunk train in minutes (the synthetic CPU config); the
-            ImageNet weights are for the plain trunk.
+        batch_norm: batch normalisation after every 3×3 conv (trunk and extra, before the
+            ReLU/PAM). Not in the official model: without it a random-init network trains
+            slowly and its un-normalised extra convs die (all ReLUs off, constant output)
+            at useful learning rates; the synthetic CPU config uses it. The ImageNet
+            weights are for the plain trunk.
 
     Input: images [B, 3, H, W], ImageNet-normalised. Output of ``forward``: ``(logits [B, C],
     class_maps [B, C, h, w])`` with h = floor(floor(floor(H/2)/2)/2) (output stride 8:
@@ -145,9 +143,12 @@ class Classifier(nn.Module):
         self.extra_conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         self.extra_conv3 = nn.Conv2d(channels, channels, 3, padding=1)
         self.extra_conv4 = nn.Conv2d(channels, num_classes, 1)
-        self.extra_activations = nn.ModuleList(
+        activations: list[nn.Module] = [
             PAM(pam_alpha) if layer in self.pam_layers else nn.ReLU() for layer in (1, 2, 3)
-        )
+        ]
+        if self.batch_norm:
+            activations = [nn.Sequential(nn.BatchNorm2d(channels), act) for act in activations]
+        self.extra_activations = nn.ModuleList(activations)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -175,24 +176,31 @@ class Classifier(nn.Module):
         return class_maps.mean(dim=(2, 3)), class_maps
 
 
-def parameter_groups(model: Classifier, lr: float) -> list[dict]:
-    """SGD parameter groups: trunk weights ×1, trunk biases ×2, extra weights ×10, biases ×20.
+def parameter_groups(
+    model: Classifier, lr: float, multipliers: Sequence[float] = LR_MULTIPLIERS
+) -> list[dict]:
+    """SGD parameter groups: trunk weights, trunk biases, extra weights, extra biases.
 
-    Each group carries its ``name`` and ``lr_mult`` for logging and tests.
+    Args:
+        model: the classifier.
+        lr: the base learning rate.
+        multipliers: the four groups' lr multipliers (official: 1, 2, 10, 20: the extra
+            convs are new layers on an ImageNet trunk). BatchNorm parameters count as
+            weights/biases of the part they belong to.
+
+    Returns:
+        four dicts with ``params``, ``lr``, ``lr_mult`` and ``name`` (in :data:`GROUPS` order).
     """
-    groups: dict[str, list[nn.Parameter]] = {name: [] for name in LR_MULTIPLIERS}
+    if len(multipliers) != len(GROUPS):
+        raise ValueError(f"classifier.lr_multipliers needs 4 values, got {list(multipliers)}")
+    groups: dict[str, list[nn.Parameter]] = {name: [] for name in GROUPS}
     for name, parameter in model.named_parameters():
         part = "extra" if name.startswith("extra_") else "backbone"
         kind = "bias" if name.endswith("bias") else "weight"
         groups[f"{part}_{kind}"].append(parameter)
     return [
-        {
-            "params": params,
-            "lr": lr * LR_MULTIPLIERS[name],
-            "lr_mult": LR_MULTIPLIERS[name],
-            "name": name,
-        }
-        for name, params in groups.items()
+        {"params": params, "lr": lr * mult, "lr_mult": float(mult), "name": name}
+        for (name, params), mult in zip(groups.items(), multipliers, strict=True)
     ]
 
 
@@ -229,8 +237,7 @@ def build_classifier(cfg: ClassifierConfig, num_classes: int) -> Classifier:
         width=cfg.width,
         pam_layers=cfg.pam_layers,
         pam_alpha=cfg.pam_alpha,
-        # Transitional: ClassifierConfig gains ``batch_norm`` (default false) in sections.py.
-        batch_norm=getattr(cfg, "batch_norm", False),
+        batch_norm=cfg.batch_norm,
     )
     if cfg.weights:
         load_imagenet_trunk(model, cfg.weights)

@@ -17,7 +17,10 @@ from bestie.models.classifier import (
     PAM,
     Classifier,
     build_classifier,
+    classifier_from_metadata,
+    classifier_metadata,
     load_classifier,
+    load_imagenet_trunk,
     parameter_groups,
 )
 from bestie.sections import ClassifierConfig
@@ -57,6 +60,17 @@ def test_forward_shapes(pam_layers: list[int]) -> None:
     assert kinds == (["PAM"] * 3 if pam_layers else ["ReLU"] * 3)
 
 
+def test_batch_norm_trunk_keeps_conv_indices_and_round_trips_metadata() -> None:
+    model = Classifier(3, width=TINY, batch_norm=True)
+    assert isinstance(model.features[1][0], torch.nn.BatchNorm2d)
+    assert isinstance(model.extra_activations[2][1], PAM)
+    assert "features.28.weight" in model.state_dict()
+    rebuilt = classifier_from_metadata(classifier_metadata(model))
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.batch_norm
+    assert model(torch.randn(2, 3, 32, 32))[1].shape == (2, 3, 4, 4)
+
+
 def test_trunk_layout_matches_torchvision_vgg16_indices() -> None:
     model = Classifier(20)
     convs = {i: m for i, m in enumerate(model.features) if isinstance(m, torch.nn.Conv2d)}
@@ -78,9 +92,12 @@ def test_parameter_groups_multipliers_cover_every_parameter_once() -> None:
     )
     seen = [id(p) for group in groups.values() for p in group["params"]]
     assert sorted(seen) == sorted(id(p) for p in model.parameters())
-    assert (
-        len(groups["extra_weight"]["params"]) == 4 and len(groups["backbone_bias"]["params"]) == 13
-    )
+    assert len(groups["extra_weight"]["params"]) == 4
+    assert len(groups["backbone_bias"]["params"]) == 13
+    flat = parameter_groups(model, 0.1, [1, 1, 1, 1])
+    assert [group["lr"] for group in flat] == pytest.approx([0.1] * 4)
+    with pytest.raises(ValueError, match="lr_multipliers"):
+        parameter_groups(model, 0.1, [1, 2])
 
 
 def test_schedule_decays_at_the_start_of_the_listed_epochs() -> None:
@@ -127,6 +144,8 @@ def test_imagenet_weights_need_width_one_and_an_existing_file(tmp_path) -> None:
         build_classifier(ClassifierConfig(width=0.5, weights=str(tmp_path / "vgg.pth")), 3)
     with pytest.raises(FileNotFoundError, match="classifier.weights"):
         build_classifier(ClassifierConfig(weights=str(tmp_path / "missing.pth")), 3)
+    with pytest.raises(ValueError, match="batch_norm"):
+        load_imagenet_trunk(Classifier(3, batch_norm=True), str(tmp_path / "vgg.pth"))
 
 
 def test_imagenet_weights_load_into_the_trunk(tmp_path) -> None:

@@ -1,0 +1,102 @@
+"""``python -m bestie train-segnet``: retrain a segmentation net on the raw CAM masks.
+
+Reads the train records and the folder of raw CAM masks of the train split
+(``wsss/cam/train/{name}.png``, written by ``make-wsss`` with ``wsss.retrain`` off; see
+``bestie.wsss_cam``); writes into ``--output-dir`` (``results/{exp}/wsss/segnet/``):
+
+- ``model.pt``: the weights and the architecture (metadata: backbone, num_classes_with_bg,
+  categories, crop, iterations), read back by ``bestie.wsss_cam.load_segnet``;
+- ``train_log.csv``: loss, pixel accuracy against the CAM masks, ignored fraction, lr;
+- ``checkpoints/last.pt``: resumable state (not a rule output, so it survives a rerun).
+
+No ground truth is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bestie.artifacts import read_records
+from bestie.config import load_sections
+from bestie.data.io import read_label_map
+from bestie.engine.checkpoint import save_model
+from bestie.engine.classifier_trainer import select_device
+from bestie.engine.segnet_trainer import SegnetAugmentation, SegnetDataset, train_segnet
+from bestie.models.semantic_net import build_semantic_net
+from bestie.structures import ImageRecord
+
+LOG = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="JSON of the 'wsss' and 'seed' sections")
+    parser.add_argument("--records", required=True, help="records JSON of the train split")
+    parser.add_argument("--masks", required=True, help="folder of the raw CAM masks (PNG)")
+    parser.add_argument("--output-dir", required=True, help="wsss/segnet/")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+
+
+def mask_loader(folder: str):
+    """record -> the record's CAM mask ``folder/{name}.png``."""
+
+    def load(record: ImageRecord) -> np.ndarray:
+        return read_label_map(os.path.join(folder, f"{record.name}.png"))
+
+    return load
+
+
+def run_key(config_json: str, folder: str, records: list[ImageRecord]) -> str:
+    """Checkpoint key: the stage config and the content of every record's mask."""
+    digest = hashlib.sha1(config_json.encode())
+    for record in records:
+        path = Path(folder) / f"{record.name}.png"
+        if not path.is_file():
+            raise ValueError(f"train-segnet: no CAM mask for image {record.name}: {path}")
+        digest.update(record.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    config = load_sections(args.config)
+    cfg = config.wsss
+    records, categories = read_records(args.records)
+    output = Path(args.output_dir)
+    device = select_device(args.device)
+    key = run_key(args.config, args.masks, records)
+    torch.manual_seed(config.seed)
+    model = build_semantic_net(cfg.backbone, len(categories) + 1, weights=cfg.weights)
+    dataset = SegnetDataset(
+        records,
+        mask_loader(args.masks),
+        SegnetAugmentation(cfg.crop, cfg.scale_min, cfg.scale_max),
+        seed=config.seed,
+        ignore_border=cfg.ignore_border,
+    )
+    LOG.info(
+        "segnet %s: %d images, %d classes, %d iterations of batch %d, device %s",
+        cfg.backbone,
+        len(records),
+        len(categories),
+        cfg.iterations,
+        cfg.batch_size,
+        device,
+    )
+    model = train_segnet(model, dataset, cfg, output, seed=config.seed, device=device, key=key)
+    metadata = {
+        "backbone": cfg.backbone,
+        "num_classes_with_bg": len(categories) + 1,
+        "categories": categories,
+        "crop": cfg.crop,
+        "iterations": cfg.iterations,
+    }
+    save_model(output / "model.pt", model, metadata)
