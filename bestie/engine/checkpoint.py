@@ -44,6 +44,7 @@ from bestie.artifacts import atomic_path
 
 __all__ = [
     "Checkpoint",
+    "TrainingObjects",
     "load_checkpoint",
     "load_model",
     "resume_checkpoint",
@@ -123,6 +124,25 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([generator.cpu() for generator in state["cuda"]])
+
+
+@dataclass
+class TrainingObjects:
+    """The stateful objects of a training run, saved and restored together."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def objects(self) -> dict[str, Any]:
+        """Name -> object, as :func:`save_checkpoint` and :func:`resume_checkpoint` take it."""
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+        }
 
 
 # ----------------------------------------------------------------------------- checkpoints

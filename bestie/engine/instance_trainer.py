@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from bestie.config import Config
-from bestie.engine.checkpoint import resume_checkpoint, save_checkpoint, save_model
+from bestie.engine.checkpoint import TrainingObjects, resume_checkpoint, save_checkpoint, save_model
 from bestie.engine.distributed import Process, barrier, wrap_model
 from bestie.engine.logger import CsvLog, progress
 from bestie.engine.schedule import ResumableSampler, warmup_poly_scheduler
@@ -46,23 +46,11 @@ Audit = Callable[[nn.Module, int], dict[str, float]]
 
 
 @dataclass
-class Run:
+class Run(TrainingObjects):
     """Everything a training step needs, built once."""
 
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
     process: Process
     amp: bool
-
-    def objects(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "optimizer": self.optimizer,
-            "scheduler": self.scheduler,
-            "scaler": self.scaler,
-        }
 
 
 def build_run(cfg: Config, model: nn.Module, process: Process) -> Run:

@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -36,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bestie.data.io import read_image
 from bestie.data.transforms import IMAGE_PAD_VALUE, crop_with_fill, normalize_image
-from bestie.engine.checkpoint import resume_checkpoint, save_checkpoint
+from bestie.engine.checkpoint import TrainingObjects, resume_checkpoint, save_checkpoint
 from bestie.engine.logger import CsvLog, progress
 from bestie.engine.schedule import ResumableSampler, warmup_poly_scheduler
 from bestie.sections import WsssConfig
@@ -206,21 +205,9 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 
 @dataclass
-class _Run:
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
+class _Run(TrainingObjects):
     device: torch.device
     amp: bool
-
-    def objects(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "optimizer": self.optimizer,
-            "scheduler": self.scheduler,
-            "scaler": self.scaler,
-        }
 
 
 def _build_run(model: nn.Module, cfg: WsssConfig, device: torch.device) -> _Run:
