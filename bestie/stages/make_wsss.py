@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -125,9 +126,17 @@ def gather(shards: list[str], records_path: str, out: str, miou_path: str) -> No
             raise ValueError(f"WSSS shards lack maps for {len(missing)} images, e.g. {missing[0]}")
     summary = {"images": scored, "miou": None, "iou": {}, "pixel_accuracy": None}
     if scored:
-        summary.update(miou(matrix, categories))
+        figures = miou(matrix, categories)
+        # JSON has no NaN: a class absent from both maps and ground truth is null
+        summary["iou"] = {name: _finite(value) for name, value in figures["iou"].items()}
+        summary["miou"] = _finite(figures["miou"])
+        summary["pixel_accuracy"] = _finite(figures["pixel_accuracy"])
     write_json(miou_path, {**summary, "confusion": matrix.tolist()}, indent=1)
     LOG.info("%s: %d maps, mIoU %s", out, len(records), summary["miou"])
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 def add_gather_arguments(parser: argparse.ArgumentParser) -> None:
