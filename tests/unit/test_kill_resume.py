@@ -104,9 +104,14 @@ def logged_iterations(output: Path) -> int:
     return max(len(path.read_text().splitlines()) - 1, 0) if path.is_file() else 0
 
 
-def kill_after(process: subprocess.Popen, output: Path, iteration: int, delay: float) -> None:
-    """SIGKILL ``process`` ``delay`` seconds after it logged ``iteration``."""
+def kill_after(process: subprocess.Popen, output: Path, iteration: int, fraction: float) -> None:
+    """SIGKILL ``process`` ``fraction`` of one iteration's time after it logged ``iteration``.
+
+    The delay is measured in iterations, not seconds, so the kill lands inside the next
+    iteration (or its checkpoint write) however fast or loaded the machine is.
+    """
     deadline = time.monotonic() + 600
+    first = None
     while logged_iterations(output) < iteration:
         if process.poll() is not None:
             log = (output / "run.log").read_text()
@@ -114,8 +119,11 @@ def kill_after(process: subprocess.Popen, output: Path, iteration: int, delay: f
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"iteration {iteration} not reached in 10 minutes")
-        time.sleep(0.02)
-    time.sleep(delay)
+        if first is None and logged_iterations(output) >= 1:
+            first = time.monotonic()
+        time.sleep(0.005)
+    per_iteration = (time.monotonic() - first) / max(iteration - 1, 1) if first else 0.0
+    time.sleep(fraction * per_iteration)
     process.send_signal(signal.SIGKILL)
     process.wait()
 
@@ -124,11 +132,11 @@ def kill_after(process: subprocess.Popen, output: Path, iteration: int, delay: f
 def test_sigkilled_training_resumes_to_the_uninterrupted_weights(inputs, tmp_path) -> None:
     seed = random.randrange(2**32)
     chooser = random.Random(seed)
-    iteration, delay = chooser.randint(3, ITERATIONS - 3), chooser.uniform(0.0, 1.0)
-    where = f"(kill after iteration {iteration} + {delay:.2f} s; random seed {seed})"
+    iteration, fraction = chooser.randint(3, ITERATIONS - 3), chooser.uniform(0.0, 1.0)
+    where = f"(kill {fraction:.2f} iterations after iteration {iteration}; random seed {seed})"
     reference = start_training(inputs, tmp_path / "reference")
     broken = start_training(inputs, tmp_path / "broken")
-    kill_after(broken, tmp_path / "broken", iteration, delay)
+    kill_after(broken, tmp_path / "broken", iteration, fraction)
     assert broken.returncode == -signal.SIGKILL, where
     saved = load_checkpoint(tmp_path / "broken/checkpoints/last.pt")
     assert 2 <= saved["progress"] < ITERATIONS, where
