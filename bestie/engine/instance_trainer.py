@@ -10,9 +10,6 @@ step makes no host-device synchronisation: loss terms are summed on the device a
 
 from __future__ import annotations
 
-import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +17,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from bestie.config import Config
-from bestie.engine.checkpoint import TrainingObjects, resume_checkpoint, save_checkpoint, save_model
-from bestie.engine.distributed import Process, barrier, wrap_model
-from bestie.engine.logger import CsvLog, progress
-from bestie.engine.schedule import ResumableSampler, warmup_poly_scheduler
+from bestie.engine.checkpoint import TrainingObjects, save_model
+from bestie.engine.distributed import Process, wrap_model
+from bestie.engine.loop import Window, resumable_loader, resume_run, run_iterations
+from bestie.engine.schedule import warmup_poly_scheduler
 from bestie.losses import instance_losses
 from bestie.refine import refine_targets
 
-LOG = logging.getLogger(__name__)
 TERMS = ("total", "seg", "center_pseudo", "offset_pseudo", "center_refined", "offset_refined")
 COLUMNS = (
     "iteration",
@@ -164,111 +160,53 @@ def train_instance(
         the trained model (unwrapped from DDP).
     """
     icfg = cfg.instance
-    if icfg.batch_size % process.world_size:
-        raise ValueError(
-            f"instance.batch_size {icfg.batch_size} is not divisible by the "
-            f"{process.world_size} training processes"
-        )
     run = build_run(cfg, model, process)
-    checkpoint_path = output / "checkpoints" / "last.pt"
-    log = CsvLog(output / "train_log.csv", COLUMNS)
-    state = resume_checkpoint(checkpoint_path, run.objects(), key=key, map_location=process.device)
-    start = state.progress if state else 0
-    if state and process.is_main:
-        log.restore(state.extra.get("log", []))
-        LOG.info("resuming at iteration %d of %d", start, icfg.iterations)
-    per_rank = icfg.batch_size // process.world_size
-    sampler = ResumableSampler(
-        len(dataset),
-        per_rank,
-        cfg.seed,
-        process.rank,
-        process.world_size,
-        start=start,
-        total=icfg.iterations,
-    )
-    loader = DataLoader(
+    resumed = resume_run(output, run, COLUMNS, process, key=key, total=icfg.iterations)
+    loader = resumable_loader(
         dataset,
-        batch_size=per_rank,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=icfg.workers,
-        pin_memory=process.device.type == "cuda",
-        # Its own generator: creating the iterator must not draw from the global RNG,
-        # which a resumed run has just restored from the checkpoint.
-        generator=torch.Generator().manual_seed(cfg.seed),
+        icfg.batch_size,
+        process,
+        seed=cfg.seed,
+        start=resumed.start,
+        total=icfg.iterations,
+        workers=icfg.workers,
+        config_key="instance.batch_size",
     )
-    _loop(cfg, run, loader, log, start, checkpoint_path, key, audit, snapshot_metadata or {})
-    return run.model.module if process.distributed else run.model
+    snapshots = output / "snapshots"
 
+    def on_log(window: Window) -> dict[str, Any] | None:
+        window.check_finite(TERMS, "loss")
+        if not process.is_main:
+            return None
+        extra = {"pseudo_tp": float("nan"), "refined_tp": float("nan")}
+        if audit is not None:
+            extra.update(audit(_unwrap(run), window.iteration))
+            run.model.train()
+        row = dict(zip(TERMS, window.values[: len(TERMS)], strict=True))
+        return {**row, "refined_instances": window.values[-1], **extra}
 
-def _loop(cfg, run, loader, log, start, checkpoint_path, key, audit, snapshot_metadata) -> None:
-    icfg, process = cfg.instance, run.process
-    per_epoch = loader.sampler.batches_per_epoch
-    window = torch.zeros(len(TERMS) + 1, device=process.device)
-    bar = (
-        progress(
-            range(icfg.iterations),
-            total=icfg.iterations,
-            initial=start,
-            description="train instance",
-        )
-        if process.is_main
-        else None
-    )
-    iteration, tick = start, time.perf_counter()
-    run.model.train()
-    for batch in loader:
-        iteration += 1
-        window += train_step(run, batch, cfg, iteration)
-        if bar is not None:
-            bar.update(1)
-        if iteration % icfg.log_every == 0 or iteration == icfg.iterations:
-            epoch = (iteration - 1) // per_epoch
-            tick = _log_window(cfg, run, log, window, iteration, epoch, tick, audit)
-            window.zero_()
+    def after_step(iteration: int) -> None:
         if process.is_main and icfg.snapshot_every and iteration % icfg.snapshot_every == 0:
-            snapshot = checkpoint_path.parent.parent / "snapshots" / f"iter_{iteration:07d}.pt"
-            model = run.model.module if process.distributed else run.model
-            save_model(snapshot, model, {"iteration": iteration, **snapshot_metadata})
-        if iteration % icfg.checkpoint_every == 0 or iteration == icfg.iterations:
-            if process.is_main:
-                save_checkpoint(
-                    checkpoint_path,
-                    run.objects(),
-                    progress=iteration,
-                    key=key,
-                    extra={"log": log.rows},
-                )
-            barrier(process)
-    if bar is not None:
-        bar.close()
+            metadata = {"iteration": iteration, **(snapshot_metadata or {})}
+            save_model(snapshots / f"iter_{iteration:07d}.pt", _unwrap(run), metadata)
 
-
-def _log_window(cfg, run, log, window, iteration, epoch, tick, audit) -> float:
-    """Read the summed terms (one device sync), check them, append a log row."""
-    steps = (iteration - 1) % cfg.instance.log_every + 1
-    values = (window / steps).tolist()
-    if not all(math.isfinite(value) for value in values[: len(TERMS)]):
-        raise FloatingPointError(
-            f"non-finite loss in iterations {iteration - steps + 1}..{iteration}: "
-            + ", ".join(f"{t}={v}" for t, v in zip(TERMS, values, strict=False))
-        )
-    now = time.perf_counter()
-    if not run.process.is_main:
-        return now
-    extra = {"pseudo_tp": float("nan"), "refined_tp": float("nan")}
-    if audit is not None:
-        extra.update(audit(run.model.module if run.process.distributed else run.model, iteration))
-        run.model.train()
-    row = dict(zip(TERMS, values[: len(TERMS)], strict=True))
-    row.update(
-        iteration=iteration,
-        epoch=epoch,
-        lr=run.optimizer.param_groups[0]["lr"],
-        refined_instances=values[-1],
-        seconds_per_iteration=(now - tick) / steps,
-        **extra,
+    run_iterations(
+        run,
+        loader,
+        resumed,
+        process,
+        total=icfg.iterations,
+        log_every=icfg.log_every,
+        checkpoint_every=icfg.checkpoint_every,
+        key=key,
+        description="train instance",
+        step=lambda batch, iteration: train_step(run, batch, cfg, iteration),
+        on_log=on_log,
+        after_step=after_step,
     )
-    log.append(row)
-    return time.perf_counter()
+    return _unwrap(run)
+
+
+def _unwrap(run: Run) -> nn.Module:
+    """The model without its DDP wrapper."""
+    return run.model.module if run.process.distributed else run.model

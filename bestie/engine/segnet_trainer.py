@@ -14,14 +14,12 @@ The loop is iteration-based and resumes exactly, as the instance trainer does: t
 yields (index, epoch) keys (``ResumableSampler``), item ``index`` of epoch ``e`` draws its
 augmentation from ``default_rng((seed, e, index))``, the DataLoader has its own generator,
 and ``checkpoints/last.pt`` holds model, optimiser, scheduler, scaler, RNG states and the log
-rows every ``checkpoint_every`` iterations.
+rows every ``checkpoint_every`` iterations (``bestie.engine.loop``). Under ``torchrun`` the
+batch is split over the processes (DDP, SyncBatchNorm on CUDA).
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from bestie.data.io import read_image
 from bestie.data.transforms import IMAGE_PAD_VALUE, crop_with_fill, normalize_image
-from bestie.engine.checkpoint import TrainingObjects, resume_checkpoint, save_checkpoint
-from bestie.engine.logger import CsvLog, progress
-from bestie.engine.schedule import ResumableSampler, warmup_poly_scheduler
+from bestie.engine.checkpoint import TrainingObjects
+from bestie.engine.distributed import Process, wrap_model
+from bestie.engine.loop import Window, resumable_loader, resume_run, run_iterations
+from bestie.engine.schedule import warmup_poly_scheduler
 from bestie.sections import WsssConfig
 from bestie.structures import IGNORE_LABEL, ImageRecord
 from bestie.wsss_cam import mark_boundaries
@@ -51,7 +50,6 @@ __all__ = [
     "train_segnet",
 ]
 
-LOG = logging.getLogger(__name__)
 TERMS = ("loss", "pixel_accuracy", "ignored_fraction")
 COLUMNS = ("iteration", "epoch", "lr", *TERMS, "seconds_per_iteration")
 
@@ -206,30 +204,33 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 @dataclass
 class _Run(TrainingObjects):
-    device: torch.device
+    process: Process
     amp: bool
 
 
-def _build_run(model: nn.Module, cfg: WsssConfig, device: torch.device) -> _Run:
-    model = model.to(device)
-    cuda = device.type == "cuda"
+def _build_run(model: nn.Module, cfg: WsssConfig, process: Process) -> _Run:
+    model = model.to(process.device)
+    cuda = process.device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
+    model = wrap_model(model, process)
     optimizer = build_optimizer(model, cfg)
     scheduler = warmup_poly_scheduler(
         optimizer, cfg.iterations, warmup=0, warmup_factor=1.0, power=cfg.poly_power
     )
     amp = cuda and cfg.amp
-    return _Run(model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=amp), device, amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    return _Run(model, optimizer, scheduler, scaler, process, amp)
 
 
 def _step(run: _Run, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """One optimisation step; returns (loss, accuracy, ignored) as a device tensor."""
-    image = batch["image"].to(run.device, non_blocking=True)
-    target = batch["target"].to(run.device, non_blocking=True)
-    if run.device.type == "cuda":
+    device = run.process.device
+    image = batch["image"].to(device, non_blocking=True)
+    target = batch["target"].to(device, non_blocking=True)
+    if device.type == "cuda":
         image = image.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):
+    with torch.autocast(device.type, dtype=torch.float16, enabled=run.amp):
         logits = run.model(image)
     terms = segmentation_loss(logits, target)
     run.optimizer.zero_grad(set_to_none=True)
@@ -245,9 +246,9 @@ def train_segnet(
     dataset: SegnetDataset,
     cfg: WsssConfig,
     output: Path,
+    process: Process,
     *,
     seed: int,
-    device: torch.device,
     key: str,
 ) -> nn.Module:
     """Train for ``cfg.iterations``, resuming from ``output/checkpoints/last.pt``.
@@ -257,75 +258,46 @@ def train_segnet(
         dataset: the augmented CAM-mask items.
         cfg: the ``wsss`` section (batch_size, iterations, lr, optimizer, ...).
         output: stage folder: ``train_log.csv`` and ``checkpoints/last.pt`` go here.
+        process: this process (rank, world size, device); under torchrun the batch is split
+            over the processes (DDP).
         seed: seeds the sample order and the augmentation.
-        device: training device.
         key: identifies the configuration and inputs; a checkpoint of another key is ignored.
 
     Returns:
-        the trained model, in eval mode.
+        the trained model (unwrapped from DDP), in eval mode.
     """
     for name in ("iterations", "batch_size", "checkpoint_every", "log_every"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"wsss.{name} must be >= 1, got {getattr(cfg, name)}")
-    run = _build_run(model, cfg, device)
-    checkpoint_path = output / "checkpoints" / "last.pt"
-    log = CsvLog(output / "train_log.csv", COLUMNS)
-    state = resume_checkpoint(checkpoint_path, run.objects(), key=key)
-    start = state.progress if state else 0
-    if state:
-        log.restore(state.extra.get("log", []))
-        LOG.info("resuming at iteration %d of %d", start, cfg.iterations)
-    sampler = ResumableSampler(
-        len(dataset), cfg.batch_size, seed, start=start, total=cfg.iterations
-    )
-    loader = DataLoader(
+    run = _build_run(model, cfg, process)
+    resumed = resume_run(output, run, COLUMNS, process, key=key, total=cfg.iterations)
+    loader = resumable_loader(
         dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=cfg.workers,
-        pin_memory=device.type == "cuda",
-        # Its own generator: creating the iterator must not draw from the global RNG,
-        # which a resumed run has just restored from the checkpoint.
-        generator=torch.Generator().manual_seed(seed),
+        cfg.batch_size,
+        process,
+        seed=seed,
+        start=resumed.start,
+        total=cfg.iterations,
+        workers=cfg.workers,
+        config_key="wsss.batch_size",
     )
-    _loop(run, cfg, loader, log, start, checkpoint_path, key)
-    return run.model.eval()
 
+    def on_log(window: Window) -> dict[str, float]:
+        window.check_finite(TERMS[:1], "segnet loss")
+        return dict(zip(TERMS, window.values, strict=True))
 
-def _loop(run, cfg, loader, log, start, checkpoint_path, key) -> None:
-    """Iterations ``start + 1 .. cfg.iterations``: steps, log rows and checkpoints."""
-    per_epoch = loader.sampler.batches_per_epoch
-    window = torch.zeros(len(TERMS), device=run.device)
-    bar = progress(
-        range(cfg.iterations), total=cfg.iterations, initial=start, description="train segnet"
+    run_iterations(
+        run,
+        loader,
+        resumed,
+        process,
+        total=cfg.iterations,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        key=key,
+        description="train segnet",
+        step=lambda batch, iteration: _step(run, batch),
+        on_log=on_log,
     )
-    iteration, tick = start, time.perf_counter()
-    run.model.train()
-    for batch in loader:
-        iteration += 1
-        window += _step(run, batch)
-        bar.update(1)
-        if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
-            steps = (iteration - 1) % cfg.log_every + 1
-            values = (window / steps).tolist()  # the one device sync per log window
-            if not math.isfinite(values[0]):
-                raise FloatingPointError(
-                    f"non-finite segnet loss in iterations {iteration - steps + 1}..{iteration}"
-                )
-            now = time.perf_counter()
-            row = dict(zip(TERMS, values, strict=True))
-            row.update(
-                iteration=iteration,
-                epoch=(iteration - 1) // per_epoch,
-                lr=run.optimizer.param_groups[0]["lr"],
-                seconds_per_iteration=(now - tick) / steps,
-            )
-            log.append(row)
-            window.zero_()
-            tick = time.perf_counter()
-        if iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations:
-            save_checkpoint(
-                checkpoint_path, run.objects(), progress=iteration, key=key, extra={"log": log.rows}
-            )
-    bar.close()
+    trained = run.model.module if process.distributed else run.model
+    return trained.eval()

@@ -27,7 +27,7 @@ from bestie.artifacts import read_records
 from bestie.config import load_sections
 from bestie.data.io import read_label_map
 from bestie.engine.checkpoint import save_model
-from bestie.engine.classifier_trainer import select_device
+from bestie.engine.distributed import Process, cleanup, init_process
 from bestie.engine.segnet_trainer import SegnetAugmentation, SegnetDataset, train_segnet
 from bestie.models.semantic_net import build_semantic_net
 from bestie.structures import ImageRecord
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", required=True, help="records JSON of the train split")
     parser.add_argument("--masks", required=True, help="folder of the raw CAM masks (PNG)")
     parser.add_argument("--output-dir", required=True, help="wsss/segnet/")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
 
 
@@ -68,12 +68,19 @@ def run(args: argparse.Namespace) -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     config = load_sections(args.config)
-    cfg = config.wsss
     records, categories = read_records(args.records)
     output = Path(args.output_dir)
-    device = select_device(args.device)
+    process = init_process(args.device)
+    try:
+        _train(config, args, records, categories, output, process)
+    finally:
+        cleanup(process)
+
+
+def _train(config, args, records, categories, output: Path, process: Process) -> None:
+    cfg = config.wsss
     key = run_key(args.config, args.masks, records)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the random init of every process is the same
     model = build_semantic_net(cfg.backbone, len(categories) + 1, weights=cfg.weights)
     dataset = SegnetDataset(
         records,
@@ -83,15 +90,18 @@ def run(args: argparse.Namespace) -> None:
         ignore_border=cfg.ignore_border,
     )
     LOG.info(
-        "segnet %s: %d images, %d classes, %d iterations of batch %d, device %s",
+        "segnet %s: %d images, %d classes, %d iterations of batch %d, %d process(es) on %s",
         cfg.backbone,
         len(records),
         len(categories),
         cfg.iterations,
         cfg.batch_size,
-        device,
+        process.world_size,
+        process.device,
     )
-    model = train_segnet(model, dataset, cfg, output, seed=config.seed, device=device, key=key)
+    model = train_segnet(model, dataset, cfg, output, process, seed=config.seed, key=key)
+    if not process.is_main:
+        return
     metadata = {
         "backbone": cfg.backbone,
         "num_classes_with_bg": len(categories) + 1,

@@ -15,6 +15,7 @@ from bestie.cues import EPSILON, merge_flip, normalize_cams
 from bestie.data.io import read_label_map, write_label_map
 from bestie.data.transforms import normalize_image
 from bestie.engine.checkpoint import save_model
+from bestie.engine.distributed import Process
 from bestie.engine.segnet_trainer import (
     SegnetAugmentation,
     SegnetDataset,
@@ -36,6 +37,8 @@ from bestie.wsss_cam import (
     segnet_label_map,
 )
 from tests.unit.tiny_split import make_split
+
+CPU = Process(rank=0, world_size=1, device=torch.device("cpu"))
 
 # --------------------------------------------------------------------------- label maps
 
@@ -182,7 +185,7 @@ def train(tiny_split, output: Path, fail_at: int | None = None, **overrides):
     torch.manual_seed(0)
     model = build_semantic_net("small", 3)
     dataset = make_dataset(tiny_split, cfg, fail_at)
-    trained = train_segnet(model, dataset, cfg, output, seed=5, device=torch.device("cpu"), key="k")
+    trained = train_segnet(model, dataset, cfg, output, CPU, seed=5, key="k")
     return {name: value.clone() for name, value in trained.state_dict().items()}
 
 
