@@ -10,6 +10,10 @@ Writes into ``--output-dir`` (``results/{exp}/classifier/{cam,pam}/``):
 
 Whether it is the CAM or the PAM classifier is decided by ``classifier.pam_layers`` alone
 (the workflow forces ``[]`` for CAM).
+
+Started by ``torchrun --nproc-per-node N`` it trains data-parallel (DDP; the total
+``classifier.batch_size`` is split over the N processes); the main process alone evaluates
+the train split and writes the files.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from bestie.artifacts import read_records, write_json
 from bestie.config import load_sections
 from bestie.data.classification import ClassificationDataset, EvalTransform, TrainTransform
 from bestie.engine.checkpoint import save_model
-from bestie.engine.classifier_trainer import evaluate_classifier, select_device, train_classifier
+from bestie.engine.classifier_trainer import evaluate_classifier, train_classifier
+from bestie.engine.distributed import Process, cleanup, init_process
 from bestie.models.classifier import build_classifier, classifier_metadata
+from bestie.structures import ImageRecord
 
 _LOG = logging.getLogger(__name__)
 
@@ -34,27 +40,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="stage config sections as JSON")
     parser.add_argument("--records", required=True, help="dataset/train.json")
     parser.add_argument("--output-dir", required=True, help="classifier/{cam,pam}/")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
 
 
 def run(args: argparse.Namespace) -> None:
     config = load_sections(args.config)
-    cfg = config.classifier
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    device = select_device(args.device)
     records, categories = read_records(args.records)
     output = Path(args.output_dir)
-    torch.manual_seed(config.seed)
+    process = init_process(args.device)
+    try:
+        _train(config, records, categories, output, process)
+    finally:
+        cleanup(process)
+
+
+def _train(
+    config, records: list[ImageRecord], categories: list[str], output: Path, process: Process
+) -> None:
+    cfg = config.classifier
+    torch.manual_seed(config.seed)  # the random init of every process is the same
     model = build_classifier(cfg, len(categories))
     _LOG.info(
-        "classifier: %d images, %d classes, width %g, PAM layers %s, device %s",
+        "classifier: %d images, %d classes, width %g, PAM layers %s, %d process(es) on %s",
         len(records),
         len(categories),
         cfg.width,
         cfg.pam_layers or "none (CAM)",
-        device,
+        process.world_size,
+        process.device,
     )
     transform = TrainTransform(cfg.resize, cfg.crop, cfg.color_jitter)
     train_set = ClassificationDataset(records, len(categories), transform)
@@ -63,13 +79,16 @@ def run(args: argparse.Namespace) -> None:
         train_set,
         cfg,
         seed=config.seed,
-        device=device,
+        process=process,
         work_dir=output,
         log_path=output / "train_log.csv",
     )
+    if not process.is_main:
+        return
+    # ``model`` is the bare classifier that the DDP wrapper (if any) trained in place
     eval_set = ClassificationDataset(records, len(categories), EvalTransform(cfg.crop))
     metrics = evaluate_classifier(
-        model, eval_set, device=device, batch_size=cfg.batch_size, workers=cfg.workers
+        model, eval_set, device=process.device, batch_size=cfg.batch_size, workers=cfg.workers
     )
     metrics["categories"] = categories
     _LOG.info("train split: micro-F1 %.3f macro-F1 %.3f", metrics["micro_f1"], metrics["macro_f1"])

@@ -20,6 +20,7 @@ from bestie.engine.checkpoint import (
     set_rng_state,
 )
 from bestie.engine.classifier_trainer import train_classifier
+from bestie.engine.distributed import Process
 from bestie.engine.logger import CsvLog
 from bestie.models.classifier import Classifier
 from bestie.sections import ClassifierConfig
@@ -123,7 +124,7 @@ def _train(tmp_path, records, work: str, epochs: int) -> tuple[Classifier, list]
         dataset,
         cfg,
         seed=1,
-        device=torch.device("cpu"),
+        process=Process(0, 1, torch.device("cpu")),
         work_dir=tmp_path / work,
         log_path=tmp_path / work / "log.csv",
     )
@@ -159,7 +160,7 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path) -> None:
         dataset,
         dataclasses.replace(cfg, epochs=1, batch_size=3),
         seed=1,
-        device=torch.device("cpu"),
+        process=Process(0, 1, torch.device("cpu")),
         work_dir=tmp_path / "run",
         log_path=tmp_path / "run" / "l.csv",
     )

@@ -11,6 +11,7 @@ rule train_classifier:
     params:
         cfg=classifier_config,
         out=subpath(output.model, parent=True),
+        launch=launcher,
     wildcard_constraints:
         variant="cam|pam",
     threads: 2
@@ -21,5 +22,5 @@ rule train_classifier:
     conda:
         "../../environment.yml"
     shell:
-        "python -m bestie train-classifier --config {params.cfg:q} --records {input.records:q}"
-        " --output-dir {params.out:q} --threads {threads} > {log:q} 2>&1"
+        "{params.launch} -m bestie train-classifier --config {params.cfg:q}"
+        " --records {input.records:q} --output-dir {params.out:q} --threads {threads} > {log:q} 2>&1"

@@ -84,6 +84,7 @@ rule train_segnet:
     params:
         cfg=stage_config("wsss"),
         out=subpath(output.model, parent=True),
+        launch=launcher,
     threads: 2
     log:
         "results/{exp}/logs/train_segnet.log",
@@ -92,5 +93,5 @@ rule train_segnet:
     conda:
         "../../environment.yml"
     shell:
-        "python -m bestie train-segnet --config {params.cfg:q} --records {input.records:q}"
+        "{params.launch} -m bestie train-segnet --config {params.cfg:q} --records {input.records:q}"
         " --masks {input.masks:q} --output-dir {params.out:q} --threads {threads} > {log:q} 2>&1"
