@@ -15,6 +15,7 @@
 #   wsss/{split}/, wsss/miou_{split}.json   semantic label maps (PNG), their mIoU
 #   pseudo/train.json, stats.json    pseudo instances (COCO + centre + cue), true positives
 #   instance/model.pt, train_log.csv, checkpoints/last.pt, snapshots/, pred_{split}.json
+#   maskrcnn/pseudo_gt_train.json, model.pt, train_log.csv, pred_val.json   MRCNN refinement
 #   eval/{model}_{split}.json        VOC mAP25/50/70/75 + COCO AP; eval/instance_curve_val.json
 # results/summary.tsv, results/report/   Table-1 summary and the report's figures
 #   logs/, benchmarks/              one log and one benchmark (time, memory) file per job
@@ -37,6 +38,7 @@ include: "workflow/rules/cues.smk"
 include: "workflow/rules/wsss.smk"
 include: "workflow/rules/pseudo.smk"
 include: "workflow/rules/instance.smk"
+include: "workflow/rules/maskrcnn.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

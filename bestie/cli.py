@@ -32,6 +32,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gather-predictions": ("gather_predictions", "concatenate prediction shards"),
     "evaluate-curve": ("evaluate_curve", "VOC mAP of every training snapshot (Fig. 7)"),
     "evaluate": ("evaluate", "score predictions: VOC mAP25/50/70/75 and COCO AP"),
+    "export-pseudo-gt": (
+        "export_pseudo_gt",
+        "the instance network's train predictions as Mask R-CNN pseudo GT",
+    ),
+    "train-maskrcnn": ("train_maskrcnn", "train Mask R-CNN on the pseudo GT (or GT: oracle)"),
+    "predict-maskrcnn": ("predict_maskrcnn", "Mask R-CNN predictions of one shard of a split"),
+    "gather-maskrcnn-predictions": ("gather_predictions", "concatenate Mask R-CNN shards"),
     "report-experiment": (
         "report_experiment",
         "figures and tables of one experiment for the report",

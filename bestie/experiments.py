@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bestie.config import Config, ConfigError, from_dict, to_dict
+from bestie.sections import ClassifierConfig
 
 DEFAULT_EXPERIMENT = "bestie"
 
@@ -32,9 +33,26 @@ class Stage:
     adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
+# The classifier keys that only the PAM classifier reads.
+PAM_KEYS = ("pam_layers", "pam_alpha", "pam_init", "pam_epochs", "pam_lr")
+
+
 def _cam_classifier(sections: dict[str, Any]) -> dict[str, Any]:
     """The CAM classifier is the PAM classifier's recipe with no PAM layers."""
-    sections["classifier"]["pam_layers"] = []
+    defaults = to_dict(ClassifierConfig())
+    sections["classifier"].update({key: defaults[key] for key in PAM_KEYS}, pam_layers=[])
+    return sections
+
+
+def _pam_fine_tuned(cfg: Config) -> bool:
+    return cfg.classifier.pam_init == "cam" and bool(cfg.classifier.pam_layers)
+
+
+def _pam_classifier(sections: dict[str, Any]) -> dict[str, Any]:
+    """pam_init cam: the PAM classifier fine-tunes the CAM one, pam_epochs at pam_lr."""
+    classifier = sections["classifier"]
+    if classifier["pam_init"] == "cam" and classifier["pam_layers"]:
+        classifier.update(epochs=classifier["pam_epochs"], lr=classifier["pam_lr"], lr_steps=[])
     return sections
 
 
@@ -66,7 +84,11 @@ def _cam_masks(sections: dict[str, Any]) -> dict[str, Any]:
 
 STAGES: dict[str, Stage] = {
     "dataset": Stage(("dataset",), lambda cfg: []),
-    "classifier_pam": Stage(("classifier", "seed"), lambda cfg: ["dataset"]),
+    "classifier_pam": Stage(
+        ("classifier", "seed"),
+        lambda cfg: ["dataset", "classifier_cam"] if _pam_fine_tuned(cfg) else ["dataset"],
+        _pam_classifier,
+    ),
     "classifier_cam": Stage(("classifier", "seed"), lambda cfg: ["dataset"], _cam_classifier),
     "wsss": Stage(("wsss", "seed"), _wsss_inputs),
     # The raw CAM masks that the retrained net learns from (wsss/cam/{split}/).

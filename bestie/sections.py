@@ -86,6 +86,12 @@ class ClassifierConfig:
     batch_norm: bool = False  # BatchNorm after every 3x3 conv (no ImageNet weights then)
     # lr multipliers of trunk weights, trunk biases, extra-conv weights, extra-conv biases
     lr_multipliers: list[float] = field(default_factory=lambda: [1.0, 2.0, 10.0, 20.0])
+    # cam: the PAM classifier fine-tunes the trained CAM classifier for pam_epochs epochs at
+    # pam_lr (no decay) instead of training from `weights`: on data without ImageNet weights
+    # a PAM net trained from a random init barely learns (the CAM net stands in for them).
+    pam_init: Literal["", "cam"] = ""
+    pam_epochs: int = 6
+    pam_lr: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,7 @@ class MaskRcnnConfig:
 
     enabled: bool = True
     source: Literal["pseudo", "gt"] = "pseudo"  # gt: the fully supervised upper bound (oracle)
+    backbone: Literal["resnet50", "resnet18", "resnet34"] = "resnet50"  # resnet18: CPU runs
     weights: str = ""  # full Mask R-CNN state dict (COCO), optional
     backbone_weights: str = ""  # ImageNet resnet50 state dict, optional
     trainable_layers: int = 3  # ResNet stages trained when starting from weights (0..5)

@@ -9,7 +9,10 @@ Writes into ``--output-dir`` (``results/{exp}/classifier/{cam,pam}/``):
 - ``checkpoints/last.pt``: resumable state (not a rule output, so it survives a rerun).
 
 Whether it is the CAM or the PAM classifier is decided by ``classifier.pam_layers`` alone
-(the workflow forces ``[]`` for CAM).
+(the workflow forces ``[]`` for CAM). With ``classifier.pam_init: cam`` the PAM classifier
+starts from ``--init``, the trained CAM classifier's ``model.pt`` (PAM has no parameters, so
+every weight carries over), and the workflow hands it ``pam_epochs``/``pam_lr`` as its
+``epochs``/``lr``.
 
 Started by ``torchrun --nproc-per-node N`` it trains data-parallel (DDP; the total
 ``classifier.batch_size`` is split over the N processes); the main process alone evaluates
@@ -27,7 +30,7 @@ import torch
 from bestie.artifacts import read_records, write_json
 from bestie.config import load_sections
 from bestie.data.classification import ClassificationDataset, EvalTransform, TrainTransform
-from bestie.engine.checkpoint import save_model
+from bestie.engine.checkpoint import load_model, save_model
 from bestie.engine.classifier_trainer import evaluate_classifier, train_classifier
 from bestie.engine.distributed import Process, cleanup, init_process
 from bestie.models.classifier import build_classifier, classifier_metadata
@@ -42,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True, help="classifier/{cam,pam}/")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--init", default="", help="classifier/cam/model.pt to start from (pam_init: cam)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -52,17 +58,32 @@ def run(args: argparse.Namespace) -> None:
     output = Path(args.output_dir)
     process = init_process(args.device)
     try:
-        _train(config, records, categories, output, process)
+        _train(config, records, categories, output, process, args.init)
     finally:
         cleanup(process)
 
 
 def _train(
-    config, records: list[ImageRecord], categories: list[str], output: Path, process: Process
+    config,
+    records: list[ImageRecord],
+    categories: list[str],
+    output: Path,
+    process: Process,
+    init: str,
 ) -> None:
     cfg = config.classifier
     torch.manual_seed(config.seed)  # the random init of every process is the same
     model = build_classifier(cfg, len(categories))
+    if cfg.pam_init == "cam" and cfg.pam_layers:
+        if not init:
+            raise ValueError("classifier.pam_init is 'cam' but no --init model was given")
+        state, _ = load_model(init)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            message = f"{init}: not a CAM classifier of this architecture: {error}"
+            raise ValueError(message) from None
+        _LOG.info("fine-tuning from the CAM classifier %s", init)
     _LOG.info(
         "classifier: %d images, %d classes, width %g, PAM layers %s, %d process(es) on %s",
         len(records),

@@ -3,7 +3,7 @@
 
 rule train_classifier:
     input:
-        records=records("train"),
+        unpack(classifier_inputs),
     output:
         model="results/{exp}/classifier/{variant}/model.pt",
         log_csv="results/{exp}/classifier/{variant}/train_log.csv",
@@ -12,6 +12,7 @@ rule train_classifier:
         cfg=classifier_config,
         out=subpath(output.model, parent=True),
         launch=launcher,
+        init=classifier_init_option,
     wildcard_constraints:
         variant="cam|pam",
     threads: 2
@@ -23,4 +24,5 @@ rule train_classifier:
         "../../environment.yml"
     shell:
         "{params.launch} -m bestie train-classifier --config {params.cfg:q}"
-        " --records {input.records:q} --output-dir {params.out:q} --threads {threads} > {log:q} 2>&1"
+        " --records {input.records:q} --output-dir {params.out:q} --threads {threads}"
+        " {params.init} > {log:q} 2>&1"

@@ -43,22 +43,47 @@ def stage_config(stage):
     return sections
 
 
+def experiment_models(exp):
+    """The models an experiment trains and scores, in summary order.
+
+    The instance network, then Mask R-CNN refinement when maskrcnn.enabled; an oracle
+    experiment (maskrcnn.source gt: Mask R-CNN on the ground truth) has only the latter.
+    """
+    maskrcnn = EXPERIMENTS.configs[exp].maskrcnn
+    if not (maskrcnn.enabled and rules.has("train_maskrcnn")):
+        return ["instance"]
+    return ["maskrcnn"] if maskrcnn.source == "gt" else ["instance", "maskrcnn"]
+
+
+def experiment_supervision(exp):
+    """The summary's supervision column: image, point, or full (the oracle)."""
+    if experiment_models(exp) == ["maskrcnn"]:
+        return "full"
+    return EXPERIMENTS.configs[exp].supervision
+
+
+def evaluation(exp, stage, model):
+    """results/{owner}/eval/{model}_val.json: scored where the model's predictions live."""
+    return os.path.join("results", EXPERIMENTS.owner(exp, stage), "eval", f"{model}_val.json")
+
+
 def final_targets():
     """Everything `snakemake` builds by default: each experiment's evaluated models,
     the statistics of every stage and the report."""
     targets = []
     for exp in EXPERIMENTS.names:
-        targets += [
-            result(exp, "cues", "stats.json"),
-            result(exp, "wsss", "miou_train.json"),
-            result(exp, "pseudo", "stats.json"),
-            os.path.join("results", EXPERIMENTS.owner(exp, "predict"), "eval", "instance_val.json"),
-        ]
-        if EXPERIMENTS.configs[exp].instance.snapshot_every:
-            targets.append(result(exp, "curve", "instance_curve_val.json"))
-        if EXPERIMENTS.configs[exp].maskrcnn.enabled and rules.has("train_maskrcnn"):
-            owner = EXPERIMENTS.owner(exp, "maskrcnn")
-            targets.append(os.path.join("results", owner, "eval", "maskrcnn_val.json"))
+        models = experiment_models(exp)
+        if "instance" in models:
+            targets += [
+                result(exp, "cues", "stats.json"),
+                result(exp, "wsss", "miou_train.json"),
+                result(exp, "pseudo", "stats.json"),
+                evaluation(exp, "predict", "instance"),
+            ]
+            if EXPERIMENTS.configs[exp].instance.snapshot_every:
+                targets.append(result(exp, "curve", "instance_curve_val.json"))
+        if "maskrcnn" in models:
+            targets.append(evaluation(exp, "maskrcnn", "maskrcnn"))
     if rules.has("report"):  # the report reads every artifact the workflow can build
         targets += [f"results/report/{exp}/tables.html" for exp in EXPERIMENTS.names]
         targets.append("results/summary.tsv")

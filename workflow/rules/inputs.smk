@@ -146,10 +146,14 @@ def owned(exp, stage, folder, *parts):
 
 def report_chains(exp):
     """Report option -> [artifact, the upstream artifacts it needs], for one experiment."""
-    cfg = EXPERIMENTS.configs[exp]
     chains = {"train-records": [owned(exp, "dataset", "dataset", "train.json")]}
     chains["val-records"] = [owned(exp, "dataset", "dataset", "val.json")]
     chains["val-gt"] = [owned(exp, "dataset", "dataset", "val_gt.json")]
+    trained = experiment_models(exp)
+    if "instance" not in trained:  # the oracle: Mask R-CNN on the ground truth only
+        model = owned(exp, "maskrcnn", "maskrcnn", "model.pt")
+        _prediction_chains(chains, exp, trained, [model])
+        return chains
     for variant in ("cam", "pam"):
         files = (("log", "train_log.csv"), ("metrics", "metrics.json"), ("model", "model.pt"))
         for option, name in files:
@@ -163,11 +167,16 @@ def report_chains(exp):
     chains["instance-log"] = [owned(exp, "instance", "instance", "train_log.csv"), *pseudo]
     instance = [owned(exp, "instance", "instance", "model.pt"), *pseudo]
     chains["map-curve"] = [f"results/{exp}/eval/instance_curve_val.json", *instance]
-    for model in ["instance", "maskrcnn"] if cfg.maskrcnn.enabled else ["instance"]:
-        predictions = f"results/{exp}/{model}/pred_val.json"
-        chains[f"predictions-{model}"] = [predictions, *instance]
-        chains[f"eval-{model}"] = [f"results/{exp}/eval/{model}_val.json", predictions, *instance]
+    _prediction_chains(chains, exp, trained, instance)
     return chains
+
+
+def _prediction_chains(chains, exp, models, upstream):
+    """The val predictions and evaluation of each model, after the artifacts they need."""
+    for model in models:
+        predictions = f"results/{exp}/{model}/pred_val.json"
+        chains[f"predictions-{model}"] = [predictions, *upstream]
+        chains[f"eval-{model}"] = [f"results/{exp}/eval/{model}_val.json", predictions, *upstream]
 
 
 def report_inputs(wildcards):
@@ -199,10 +208,9 @@ def summary_evaluations():
     rows = []
     for exp in EXPERIMENTS.names:
         chains = report_chains(exp)
-        for model in ("instance", "maskrcnn"):
-            chain = chains.get(f"eval-{model}")
-            if model == "instance" or chain:
-                rows.append((exp, model, chain[0] if chain and buildable(*chain) else None))
+        for model in experiment_models(exp):
+            chain = chains[f"eval-{model}"]
+            rows.append((exp, model, chain[0] if buildable(*chain) else None))
     return rows
 
 
@@ -216,7 +224,7 @@ def summary_rows(wildcards):
     rows = []
     for exp, model, path in summary_evaluations():
         cfg = EXPERIMENTS.configs[exp]
-        fields = [exp, model, cfg.supervision, str(cfg.seed), path or "-"]
+        fields = [exp, model, experiment_supervision(exp), str(cfg.seed), path or "-"]
         rows.append("--row " + " ".join(shlex.quote(field) for field in fields))
     return " ".join(rows)
 
@@ -309,6 +317,19 @@ def maskrcnn_prediction_shards(wildcards):
 
 
 # --- classifier ---
+def classifier_inputs(wildcards):
+    """Input function: the train records; the CAM classifier when PAM fine-tunes it."""
+    inputs = {"records": result(wildcards.exp, "dataset", "train.json")}
+    if "classifier_cam" in EXPERIMENTS.inputs(wildcards.exp, f"classifier_{wildcards.variant}"):
+        inputs["init"] = result(wildcards.exp, "classifier_cam", "cam", "model.pt")
+    return inputs
+
+
+def classifier_init_option(wildcards, input):
+    """Params function: ``--init MODEL`` when the classifier starts from another one."""
+    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
+
+
 def classifier_config(wildcards):
     """Params function: the config sections of the classifier_{variant} stage."""
     return EXPERIMENTS.stage_json(wildcards.exp, f"classifier_{wildcards.variant}")
