@@ -103,3 +103,20 @@ def test_model_file_metadata_rebuilds_the_model(model: nn.Module) -> None:
     rebuilt = rebuild_maskrcnn(model.state_dict(), metadata)
     for name, value in model.state_dict().items():
         assert torch.equal(value, rebuilt.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet34"])
+def test_small_backbones_round_trip_through_the_model_file(backbone: str) -> None:
+    small = build_maskrcnn(2, backbone=backbone, min_size=64, max_size=64)
+    metadata = maskrcnn_metadata(small, ["a", "b"])
+    assert metadata["backbone"] == backbone
+    rebuilt = rebuild_maskrcnn(small.state_dict(), metadata)
+    assert rebuilt.state_dict().keys() == small.state_dict().keys()
+    # ResNet-18/34 end in 512 channels, ResNet-50 in 2048: the FPN's last inner conv shows it
+    inner = rebuilt.backbone.fpn.inner_blocks[-1][0].weight
+    assert inner.shape[1] == 512
+
+
+def test_unknown_backbone_names_the_config_key() -> None:
+    with pytest.raises(ValueError, match="maskrcnn.backbone"):
+        build_maskrcnn(2, backbone="vgg16")

@@ -56,3 +56,29 @@ def test_bad_variant_names_the_experiment() -> None:
         Experiments({"experiments": {"x": {"classifier": {"lr": "fast"}}}})
     with pytest.raises(ConfigError, match="unknown experiment"):
         Experiments({}).owner("nope", "dataset")
+
+
+def test_pam_fine_tuned_from_cam_reads_the_cam_classifier_and_its_own_recipe() -> None:
+    experiments = Experiments(
+        {
+            "classifier": {"epochs": 20, "lr": 0.01, "lr_steps": [14]},
+            "experiments": {
+                "scratch": {},
+                "tuned": {"classifier": {"pam_init": "cam", "pam_epochs": 4, "pam_lr": 0.002}},
+                "tuned_cam": {
+                    "classifier": {"pam_init": "cam", "pam_epochs": 4, "pam_lr": 0.002},
+                    "cues": {"classifier": "cam"},
+                },
+            },
+        }
+    )
+    assert experiments.inputs("scratch", "classifier_pam") == ["dataset"]
+    assert experiments.inputs("tuned", "classifier_pam") == ["dataset", "classifier_cam"]
+    pam = experiments.sections("tuned", "classifier_pam")["classifier"]
+    assert (pam["epochs"], pam["lr"], pam["lr_steps"]) == (4, 0.002, [])
+    # the CAM classifier ignores the PAM-only keys: it is trained once for all three
+    assert experiments.owner("tuned", "classifier_cam") == "scratch"
+    cam = experiments.sections("tuned", "classifier_cam")["classifier"]
+    assert (cam["epochs"], cam["lr"], cam["pam_layers"], cam["pam_init"]) == (20, 0.01, [], "")
+    assert experiments.owner("tuned", "classifier_pam") == "tuned"
+    assert experiments.owner("tuned_cam", "classifier_pam") == "tuned"
