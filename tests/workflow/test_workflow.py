@@ -27,7 +27,7 @@ def test_lint_is_clean(tmp_path: Path) -> None:
     assert "Congratulations" in result.stdout + result.stderr
 
 
-FULL_PLAN = {
+FULL_PLAN = {  # experiments bestie, gt_cues (no Mask R-CNN) and oracle (Mask R-CNN on GT)
     "prepare_dataset": 2,
     "train_classifier": 2,
     "extract_cues": 8,
@@ -38,11 +38,15 @@ FULL_PLAN = {
     "synthesize_pseudo_labels": 4,
     "gather_pseudo_labels": 2,
     "train_instance": 2,
-    "predict_instance": 4,
-    "gather_predictions": 2,
-    "evaluate": 2,
+    "predict_instance": 6,  # val x 2 experiments + bestie's train split (pseudo GT), 2 shards
+    "gather_predictions": 3,
+    "export_pseudo_gt": 1,
+    "train_maskrcnn": 2,  # bestie (pseudo GT) and oracle (GT)
+    "predict_maskrcnn": 4,
+    "gather_maskrcnn_predictions": 2,
+    "evaluate": 4,  # bestie instance + maskrcnn, gt_cues instance, oracle maskrcnn
     "evaluate_curve": 2,
-    "report_experiment": 2,
+    "report_experiment": 3,
     "report": 1,
     "all": 1,
 }
@@ -69,18 +73,45 @@ def test_full_run_writes_every_artifact(finished_project: Path) -> None:
         metrics = read_json(results / exp / "eval/instance_val.json")
         assert {"mAP25", "mAP50", "mAP70", "mAP75", "COCO_AP"} <= set(metrics)
         assert len(read_json(results / exp / "eval/instance_curve_val.json")) == 2
-    summary = (results / "summary.tsv").read_text().splitlines()
-    assert summary[0].startswith("experiment\tmodel") and len(summary) == 3
+    for exp in ("bestie", "oracle"):
+        metrics = read_json(results / exp / "eval/maskrcnn_val.json")
+        assert {"mAP25", "mAP50", "mAP70", "mAP75", "COCO_AP"} <= set(metrics)
+    assert not (results / "oracle/instance").exists()  # the oracle trains Mask R-CNN only
+    summary = [line.split("\t")[:3] for line in (results / "summary.tsv").read_text().splitlines()]
+    assert summary == [
+        ["experiment", "model", "supervision"],
+        ["bestie", "instance", "image"],
+        ["bestie", "maskrcnn", "image"],
+        ["gt_cues", "instance", "image"],
+        ["oracle", "maskrcnn", "full"],
+    ]
     assert (results / "report/bestie/true_positives.png").is_file()
     assert (results / "bestie/benchmarks/train_instance.tsv").is_file()
     assert planned_rules(finished_project) == {}
 
 
 # Each case changes one stage's parameter; exactly that stage and its dependents rerun
-# (the report reads everything, so it always reruns).
-REPORT = {"report": 1, "report_experiment": 2}
-EVALUATION = {"evaluate": 2, "evaluate_curve": 2, **REPORT}
-PREDICTION = {"predict_instance": 4, "gather_predictions": 2, **EVALUATION}
+# (the summary reads every evaluation, so it always reruns).
+def report(*experiments: str) -> dict[str, int]:
+    return {"report": 1, "report_experiment": len(experiments)}
+
+
+WEAK = ("bestie", "gt_cues")  # the experiments with an instance network
+EVALUATION = {"evaluate": 4, "evaluate_curve": 2, **report("bestie", "gt_cues", "oracle")}
+REFINEMENT = {  # bestie's Mask R-CNN, after its instance network's train predictions
+    "export_pseudo_gt": 1,
+    "train_maskrcnn": 1,
+    "predict_maskrcnn": 2,
+    "gather_maskrcnn_predictions": 1,
+}
+PREDICTION = {
+    "predict_instance": 6,
+    "gather_predictions": 3,
+    **REFINEMENT,
+    "evaluate": 3,  # not the oracle's
+    "evaluate_curve": 2,
+    **report(*WEAK),
+}
 INSTANCE = {"train_instance": 2, **PREDICTION}
 PSEUDO = {"synthesize_pseudo_labels": 4, "gather_pseudo_labels": 2, **INSTANCE}
 CASES = [
@@ -90,6 +121,17 @@ CASES = [
     ({"pseudo": {"min_area": 40}}, {"cue_stats": 2, **PSEUDO}),
     ({"wsss": {"flip": False}}, {"make_wsss": 2, "gather_wsss": 1, **PSEUDO}),
     ({"cues": {"top_k": 5}}, {"extract_cues": 8, "gather_cues": 4, "cue_stats": 2, **PSEUDO}),
+    (  # both Mask R-CNNs retrain; the instance networks do not
+        {"maskrcnn": {"lr": 0.01}},
+        {
+            "export_pseudo_gt": 1,
+            "train_maskrcnn": 2,
+            "predict_maskrcnn": 4,
+            "gather_maskrcnn_predictions": 2,
+            "evaluate": 2,
+            **report("bestie", "oracle"),
+        },
+    ),
     (  # only the experiment whose cues come from the classifier depends on it
         {"classifier": {"epochs": 3}},
         {
@@ -100,11 +142,12 @@ CASES = [
             "synthesize_pseudo_labels": 2,
             "gather_pseudo_labels": 1,
             "train_instance": 1,
-            "predict_instance": 2,
-            "gather_predictions": 1,
-            "evaluate": 1,
+            "predict_instance": 4,
+            "gather_predictions": 2,
+            **REFINEMENT,
+            "evaluate": 2,
             "evaluate_curve": 1,
-            **REPORT,
+            **report(*WEAK),  # gt_cues draws the classifier's figures too
         },
     ),
 ]

@@ -195,11 +195,13 @@ def report_options(wildcards, input):
 
 
 def report_config(wildcards):
-    """Params function: the cues and report sections, as the report stage reads them."""
-    sections = {
-        "cues": EXPERIMENTS.sections(wildcards.exp, "cues")["cues"],
-        "report": to_dict(EXPERIMENTS.configs[wildcards.exp].report),
-    }
+    """Params function: the cues (CAM vs PAM figure) and report sections the stage reads.
+
+    An oracle experiment draws no classifier figure, so a cues change leaves it alone.
+    """
+    sections = {"report": to_dict(EXPERIMENTS.configs[wildcards.exp].report)}
+    if "instance" in experiment_models(wildcards.exp):
+        sections["cues"] = EXPERIMENTS.sections(wildcards.exp, "cues")["cues"]
     return json.dumps(sections, sort_keys=True, separators=(",", ":"))
 
 
