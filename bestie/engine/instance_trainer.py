@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from bestie.config import Config
 from bestie.engine.checkpoint import TrainingObjects, save_model
 from bestie.engine.distributed import Process, wrap_model
-from bestie.engine.loop import Window, resumable_loader, resume_run, run_iterations
+from bestie.engine.loop import Window, train_iterations
 from bestie.engine.schedule import warmup_poly_scheduler
 from bestie.losses import instance_losses
 from bestie.refine import refine_targets
@@ -161,17 +161,6 @@ def train_instance(
     """
     icfg = cfg.instance
     run = build_run(cfg, model, process)
-    resumed = resume_run(output, run, COLUMNS, process, key=key, total=icfg.iterations)
-    loader = resumable_loader(
-        dataset,
-        icfg.batch_size,
-        process,
-        seed=cfg.seed,
-        start=resumed.start,
-        total=icfg.iterations,
-        workers=icfg.workers,
-        config_key="instance.batch_size",
-    )
     snapshots = output / "snapshots"
 
     def on_log(window: Window) -> dict[str, Any] | None:
@@ -190,15 +179,16 @@ def train_instance(
             metadata = {"iteration": iteration, **(snapshot_metadata or {})}
             save_model(snapshots / f"iter_{iteration:07d}.pt", _unwrap(run), metadata)
 
-    run_iterations(
+    train_iterations(
         run,
-        loader,
-        resumed,
+        dataset,
+        output,
         process,
-        total=icfg.iterations,
-        log_every=icfg.log_every,
-        checkpoint_every=icfg.checkpoint_every,
+        icfg,
+        section="instance",
+        seed=cfg.seed,
         key=key,
+        columns=COLUMNS,
         description="train instance",
         step=lambda batch, iteration: train_step(run, batch, cfg, iteration),
         on_log=on_log,

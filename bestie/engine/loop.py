@@ -191,3 +191,53 @@ def run_iterations(
             barrier(process)
     if bar is not None:
         bar.close()
+
+
+def train_iterations(
+    run: TrainingObjects,
+    dataset: Dataset,
+    output: Path,
+    process: Process,
+    cfg: Any,
+    *,
+    section: str,
+    seed: int,
+    key: str,
+    columns: Sequence[str],
+    description: str,
+    step: Callable[[Any, int], torch.Tensor],
+    on_log: Callable[[Window], dict[str, Any] | None],
+    after_step: Callable[[int], None] | None = None,
+    collate_fn: Callable | None = None,
+) -> None:
+    """Resume, build the loader and run the iterations of one training stage.
+
+    ``cfg`` is the stage's config section (``section`` names it in errors): its
+    ``iterations``, ``batch_size``, ``workers``, ``log_every`` and ``checkpoint_every``.
+    """
+    resumed = resume_run(output, run, columns, process, key=key, total=cfg.iterations)
+    loader = resumable_loader(
+        dataset,
+        cfg.batch_size,
+        process,
+        seed=seed,
+        start=resumed.start,
+        total=cfg.iterations,
+        workers=cfg.workers,
+        config_key=f"{section}.batch_size",
+        collate_fn=collate_fn,
+    )
+    run_iterations(
+        run,
+        loader,
+        resumed,
+        process,
+        total=cfg.iterations,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        key=key,
+        description=description,
+        step=step,
+        on_log=on_log,
+        after_step=after_step,
+    )

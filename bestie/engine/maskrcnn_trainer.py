@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from bestie.data.maskrcnn_dataset import collate
 from bestie.engine.checkpoint import TrainingObjects
 from bestie.engine.distributed import Process, wrap_model
-from bestie.engine.loop import Window, resumable_loader, resume_run, run_iterations
+from bestie.engine.loop import Window, train_iterations
 from bestie.sections import MaskRcnnConfig
 
 # torchvision's loss names, and their sum first.
@@ -139,35 +139,25 @@ def train_maskrcnn(
         FloatingPointError: a loss term became NaN or infinite.
     """
     run = build_run(cfg, model, process)
-    resumed = resume_run(output, run, COLUMNS, process, key=key, total=cfg.iterations)
-    loader = resumable_loader(
-        dataset,
-        cfg.batch_size,
-        process,
-        seed=seed,
-        start=resumed.start,
-        total=cfg.iterations,
-        workers=cfg.workers,
-        config_key="maskrcnn.batch_size",
-        collate_fn=collate,
-    )
 
     def on_log(window: Window) -> dict[str, float]:
         hint = " (lower maskrcnn.lr or lengthen maskrcnn.warmup_iterations)"
         window.check_finite(TERMS, "Mask R-CNN loss", hint)
         return dict(zip(TERMS, window.values, strict=True))
 
-    run_iterations(
+    train_iterations(
         run,
-        loader,
-        resumed,
+        dataset,
+        output,
         process,
-        total=cfg.iterations,
-        log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every,
+        cfg,
+        section="maskrcnn",
+        seed=seed,
         key=key,
+        columns=COLUMNS,
         description="mask r-cnn",
         step=lambda batch, iteration: train_step(run, *batch),
         on_log=on_log,
+        collate_fn=collate,
     )
     return run.model.module if process.distributed else run.model

@@ -35,7 +35,7 @@ from bestie.data.io import read_image
 from bestie.data.transforms import IMAGE_PAD_VALUE, crop_with_fill, normalize_image
 from bestie.engine.checkpoint import TrainingObjects
 from bestie.engine.distributed import Process, wrap_model
-from bestie.engine.loop import Window, resumable_loader, resume_run, run_iterations
+from bestie.engine.loop import Window, train_iterations
 from bestie.engine.schedule import warmup_poly_scheduler
 from bestie.sections import WsssConfig
 from bestie.structures import IGNORE_LABEL, ImageRecord
@@ -270,31 +270,21 @@ def train_segnet(
         if getattr(cfg, name) < 1:
             raise ValueError(f"wsss.{name} must be >= 1, got {getattr(cfg, name)}")
     run = _build_run(model, cfg, process)
-    resumed = resume_run(output, run, COLUMNS, process, key=key, total=cfg.iterations)
-    loader = resumable_loader(
-        dataset,
-        cfg.batch_size,
-        process,
-        seed=seed,
-        start=resumed.start,
-        total=cfg.iterations,
-        workers=cfg.workers,
-        config_key="wsss.batch_size",
-    )
 
     def on_log(window: Window) -> dict[str, float]:
         window.check_finite(TERMS[:1], "segnet loss")
         return dict(zip(TERMS, window.values, strict=True))
 
-    run_iterations(
+    train_iterations(
         run,
-        loader,
-        resumed,
+        dataset,
+        output,
         process,
-        total=cfg.iterations,
-        log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every,
+        cfg,
+        section="wsss",
+        seed=seed,
         key=key,
+        columns=COLUMNS,
         description="train segnet",
         step=lambda batch, iteration: _step(run, batch),
         on_log=on_log,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from bestie.config import Config, from_dict
 from bestie.data.instance_dataset import InstanceDataset
@@ -21,6 +19,7 @@ from bestie.engine.schedule import ResumableSampler, warmup_poly_factor
 from bestie.models.instance_net import build_instance_net
 from bestie.sections import SyntheticConfig
 from bestie.wsss import semantic_from_instances
+from tests.unit.training_helpers import assert_replicas_equal, crashing, run_two_processes
 
 CONFIG = {
     "seed": 3,
@@ -75,15 +74,7 @@ def make_dataset(tiny_data, cfg: Config, fail_at: int | None = None) -> Instance
     records, categories, instances, maps = tiny_data
     augmentation = TrainAugmentation(cfg.instance.crop, 0.9, 1.1)
 
-    class Crashing(InstanceDataset):
-        calls = 0
-
-        def __getitem__(self, key):
-            Crashing.calls += 1
-            if fail_at is not None and Crashing.calls == fail_at:
-                raise RuntimeError("simulated kill")
-            return super().__getitem__(key)
-
+    Crashing = crashing(InstanceDataset, fail_at)
     return Crashing(
         records, instances, lambda r: maps[r.id], len(categories), augmentation, seed=cfg.seed
     )
@@ -135,30 +126,9 @@ def _ddp_worker(rank: int, port: int, tiny_data, output: str) -> None:
         cleanup(process)
 
 
-def free_port() -> int:
-    with socket.socket() as handle:
-        handle.bind(("127.0.0.1", 0))
-        return handle.getsockname()[1]
-
-
 def test_two_process_ddp_on_cpu_keeps_replicas_equal(tiny_data, tmp_path: Path) -> None:
-    context = mp.get_context("spawn")
-    port = free_port()
-    workers = [
-        context.Process(target=_ddp_worker, args=(rank, port, tiny_data, str(tmp_path)))
-        for rank in (0, 1)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=300)
-        assert worker.exitcode == 0
-    states = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
-    # DDP keeps the parameters equal; BN running statistics stay per process on CPU
-    for name, value in states[0].items():
-        if "running_" not in name and value.dtype.is_floating_point:
-            assert torch.allclose(value, states[1][name]), name
-    assert (tmp_path / "checkpoints/last.pt").is_file()
+    run_two_processes(_ddp_worker, (tiny_data,), tmp_path, timeout=300)
+    assert_replicas_equal(tmp_path)
     assert np.isfinite(
         np.loadtxt(tmp_path / "train_log.csv", delimiter=",", skiprows=1, usecols=3)
     ).all()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch import nn
 
 from bestie import cli
@@ -37,6 +35,7 @@ from bestie.experiments import Experiments
 from bestie.models.maskrcnn import build_maskrcnn
 from bestie.sections import MaskRcnnConfig, SyntheticConfig
 from bestie.structures import ImageRecord, Instances
+from tests.unit.training_helpers import assert_replicas_equal, run_two_processes
 
 CPU = Process(0, 1, torch.device("cpu"))
 TINY = {  # 48x64 images: no resize
@@ -306,25 +305,8 @@ def _ddp_worker(rank: int, port: int, tiny_data, output: str) -> None:
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_keeps_replicas_equal(tiny_data, tmp_path: Path) -> None:
-    with socket.socket() as handle:
-        handle.bind(("127.0.0.1", 0))
-        port = handle.getsockname()[1]
-    context = mp.get_context("spawn")
-    workers = [
-        context.Process(target=_ddp_worker, args=(rank, port, tiny_data, str(tmp_path)))
-        for rank in (0, 1)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=600)
-        assert worker.exitcode == 0
-    states = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
-    # DDP keeps the parameters equal; BN running statistics stay per process on CPU
-    for name, value in states[0].items():
-        if "running_" not in name and value.dtype.is_floating_point:
-            assert torch.allclose(value, states[1][name]), name
-    assert (tmp_path / "checkpoints/last.pt").is_file()
+    run_two_processes(_ddp_worker, (tiny_data,), tmp_path, timeout=600)
+    assert_replicas_equal(tmp_path)
 
 
 @pytest.mark.gpu

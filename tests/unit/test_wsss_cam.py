@@ -37,6 +37,7 @@ from bestie.wsss_cam import (
     segnet_label_map,
 )
 from tests.unit.tiny_split import make_split
+from tests.unit.training_helpers import crashing
 
 CPU = Process(rank=0, world_size=1, device=torch.device("cpu"))
 
@@ -162,15 +163,7 @@ def tiny_split(tmp_path_factory: pytest.TempPathFactory):
 def make_dataset(tiny_split, cfg: WsssConfig, fail_at: int | None = None) -> SegnetDataset:
     _, records, masks = tiny_split
 
-    class Crashing(SegnetDataset):
-        calls = 0
-
-        def __getitem__(self, key):
-            Crashing.calls += 1
-            if fail_at is not None and Crashing.calls == fail_at:
-                raise RuntimeError("simulated kill")
-            return super().__getitem__(key)
-
+    Crashing = crashing(SegnetDataset, fail_at)
     return Crashing(
         records,
         train_segnet_stage.mask_loader(str(masks)),
