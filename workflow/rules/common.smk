@@ -50,9 +50,15 @@ def experiment_models(exp):
     experiment (maskrcnn.source gt: Mask R-CNN on the ground truth) has only the latter.
     """
     maskrcnn = EXPERIMENTS.configs[exp].maskrcnn
-    if not (maskrcnn.enabled and rules.has("train_maskrcnn")):
-        return ["instance"]
-    return ["maskrcnn"] if maskrcnn.source == "gt" else ["instance", "maskrcnn"]
+    refine = maskrcnn.enabled and rules.has("train_maskrcnn")
+    if maskrcnn.source == "gt":  # the oracle; nothing to do while Mask R-CNN is off
+        return ["maskrcnn"] if refine else []
+    return ["instance", "maskrcnn"] if refine else ["instance"]
+
+
+def active_experiments():
+    """The experiments that train a model (an oracle with Mask R-CNN off trains none)."""
+    return [exp for exp in EXPERIMENTS.names if experiment_models(exp)]
 
 
 def experiment_supervision(exp):
@@ -71,7 +77,7 @@ def final_targets():
     """Everything `snakemake` builds by default: each experiment's evaluated models,
     the statistics of every stage and the report."""
     targets = []
-    for exp in EXPERIMENTS.names:
+    for exp in active_experiments():
         models = experiment_models(exp)
         if "instance" in models:
             targets += [
@@ -85,7 +91,7 @@ def final_targets():
         if "maskrcnn" in models:
             targets.append(evaluation(exp, "maskrcnn", "maskrcnn"))
     if rules.has("report"):  # the report reads every artifact the workflow can build
-        targets += [f"results/report/{exp}/tables.html" for exp in EXPERIMENTS.names]
+        targets += [f"results/report/{exp}/tables.html" for exp in active_experiments()]
         targets.append("results/summary.tsv")
     return sorted(set(targets))
 

@@ -208,7 +208,7 @@ def report_config(wildcards):
 def summary_evaluations():
     """(experiment, model, eval JSON or None) of every model each experiment trains."""
     rows = []
-    for exp in EXPERIMENTS.names:
+    for exp in active_experiments():
         chains = report_chains(exp)
         for model in experiment_models(exp):
             chain = chains[f"eval-{model}"]
