@@ -10,7 +10,7 @@ import yaml
 
 from bestie.artifacts import read_cues, read_json, read_records
 
-from .conftest import CONFIG, make_project, snakemake
+from .conftest import CONFIG, ROOT, make_project, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -165,3 +165,22 @@ def test_changing_one_stage_reruns_it_and_its_dependents_only(
     planned = planned_rules(finished_project, "--configfile", str(changed))
     planned.pop("all", None)
     assert planned == expected
+
+
+GRIDS = {  # the training jobs of each paper-table grid over the default config
+    "table3": {"train_classifier": 2, "train_segnet": 1, "train_instance": 5},
+    "table4": {"train_classifier": 2, "train_segnet": 1, "train_instance": 3, "make_wsss": 6},
+    "table6": {"train_classifier": 6, "train_segnet": 1, "train_instance": 5},
+    "table1": {"train_classifier": 2, "train_segnet": 1, "train_instance": 2, "train_maskrcnn": 3},
+}
+
+
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+def test_grids_share_the_classifiers_and_maps(tmp_path: Path, grid: str) -> None:
+    for name in ("Snakefile", "workflow", "profiles", "environment.yml", "config"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    planned = planned_rules(tmp_path, "--configfile", f"config/grids/{grid}.yaml")
+    counted = ("train_classifier", "train_segnet", "train_instance", "train_maskrcnn", "make_wsss")
+    expected = dict(GRIDS[grid])
+    expected.setdefault("make_wsss", 2)
+    assert {rule: planned[rule] for rule in counted if rule in planned} == expected
