@@ -48,6 +48,8 @@ rule gather_predictions:
         "results/{exp}/instance/pred_{split}.json",
     log:
         "results/{exp}/logs/gather_predictions_{split}.log",
+    benchmark:
+        "results/{exp}/benchmarks/gather_predictions_{split}.tsv"
     conda:
         "../../environment.yml"
     shell:

@@ -28,6 +28,8 @@ rule gather_pseudo_labels:
         stats="results/{exp}/pseudo/stats.json",
     log:
         "results/{exp}/logs/gather_pseudo_labels.log",
+    benchmark:
+        "results/{exp}/benchmarks/gather_pseudo_labels.tsv"
     conda:
         "../../environment.yml"
     shell:

@@ -28,6 +28,8 @@ rule gather_wsss:
         miou="results/{exp}/wsss/miou_{split}.json",
     log:
         "results/{exp}/logs/gather_wsss_{split}.log",
+    benchmark:
+        "results/{exp}/benchmarks/gather_wsss_{split}.tsv"
     conda:
         "../../environment.yml"
     shell:
