@@ -195,6 +195,7 @@ def test_train_stage_writes_model_log_and_metrics(tmp_path) -> None:
         output_dir=str(tmp_path / "cam"),
         device="cpu",
         threads=0,
+        init="",
     )
     stage.run(args)
     log = (tmp_path / "cam" / "train_log.csv").read_text().splitlines()
@@ -206,3 +207,14 @@ def test_train_stage_writes_model_log_and_metrics(tmp_path) -> None:
     model, _ = load_classifier(tmp_path / "cam" / "model.pt")
     assert not model.training and torch.equal(model.extra_conv4.weight, state["extra_conv4.weight"])
     assert (tmp_path / "cam" / "checkpoints" / "last.pt").is_file()
+
+    # PAM fine-tuned from it (pam_init cam) at learning rate 0: exactly the CAM weights
+    cfg["classifier"] |= {"pam_layers": [3], "pam_init": "cam", "epochs": 1, "lr": 0.0}
+    args.config, args.output_dir = json.dumps(cfg), str(tmp_path / "pam")
+    with pytest.raises(ValueError, match="pam_init"):
+        stage.run(args)  # no --init
+    args.init = str(tmp_path / "cam" / "model.pt")
+    stage.run(args)
+    tuned, metadata = load_model(tmp_path / "pam" / "model.pt")
+    assert metadata["pam_layers"] == [3]
+    assert all(torch.equal(tuned[name], value) for name, value in state.items())
