@@ -142,6 +142,7 @@ def test_torchrun_two_processes_on_cpu_match_one_process(tmp_path) -> None:
         output_dir=str(tmp_path / "single"),
         device="cpu",
         threads=0,
+        init="",
     )
     stage.run(args)
     single_state, _ = load_model(tmp_path / "single" / "model.pt")
