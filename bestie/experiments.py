@@ -72,7 +72,7 @@ def _maskrcnn_inputs(cfg: Config) -> list[str]:
 
 
 # The wsss keys the raw CAM masks depend on; the rest only shape the retrained net.
-CAM_MASK_KEYS = ("method", "scales", "flip", "background_threshold")
+CAM_MASK_KEYS = ("method", "scales", "flip", "background_threshold", "grabcut_iterations")
 
 
 def _cam_masks(sections: dict[str, Any]) -> dict[str, Any]:

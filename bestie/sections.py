@@ -118,6 +118,9 @@ class WsssConfig:
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
     flip: bool = True
     background_threshold: float = 0.25  # background where every label-class CAM is below this
+    # Not in the paper's WSSS: GrabCut iterations that snap each class's raw CAM mask to the
+    # image's colour boundaries (as a dense CRF does in PSA/IRN); 0 = off.
+    grabcut_iterations: int = 0
     retrain: bool = True
     backbone: Literal["resnet50", "resnet101", "small"] = "resnet50"
     weights: str = ""

@@ -13,7 +13,11 @@ Raw CAM masks (the paper's Table 3 "CAM" row and the targets of the retrained ne
    the number of views (IRN sums its scales and normalises once; same idea);
 4. a pixel is background (0) where every label-class score is below the threshold, else
    the argmax class + 1; ties go to the lower class id. Classes outside the image-level
-   label never appear.
+   label never appear;
+5. with ``wsss.grabcut_iterations`` > 0, each class's mask is refined by OpenCV's GrabCut
+   (:func:`grabcut_refine`): the mask is "probably foreground", the rest "probably
+   background", and the colour models of the two move the boundary onto the image's edges.
+   It plays the part of the dense CRF that CAM-based WSSS methods (PSA, IRN) apply.
 
 Retrained maps (``wsss.retrain``): the segmentation net trained on the raw masks
 (``bestie.engine.segnet_trainer``) predicts each image at ``wsss.predict_scales`` (+ flip);
@@ -47,6 +51,7 @@ from bestie.structures import IGNORE_LABEL, ImageRecord
 __all__ = [
     "cam_label_map",
     "cam_map_source",
+    "grabcut_refine",
     "load_segnet",
     "mark_boundaries",
     "multiscale_cams",
@@ -84,6 +89,39 @@ def cam_label_map(
     best, index = scores.max(dim=0)  # the first maximum on ties
     ids = torch.as_tensor([c + 1 for c in classes], dtype=torch.int64)[index]
     return torch.where(best >= threshold, ids, 0).numpy().astype(np.uint8)
+
+
+def grabcut_refine(image: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
+    """Snap each class's region of a label map to the image's colour boundaries (GrabCut).
+
+    Args:
+        image: uint8 RGB [H, W, 3].
+        labels: uint8 [H, W] label map (0 background, c + 1 for class c).
+        iterations: GrabCut iterations per class (0 returns ``labels`` unchanged).
+
+    Returns:
+        uint8 [H, W]: per class, the pixels GrabCut keeps as foreground when initialised with
+        the class's region as "probably foreground" and the rest as "probably background". A
+        pixel claimed by two classes keeps its original label; a class whose region is too
+        small for GrabCut's colour models (< 2 pixels on either side) keeps its region.
+    """
+    if iterations <= 0:
+        return labels
+    bgr = np.ascontiguousarray(image[..., ::-1])
+    refined = np.zeros_like(labels)
+    for value in np.unique(labels):
+        if value in (0, IGNORE_LABEL):
+            continue
+        region = labels == value
+        keep = region
+        if 2 <= region.sum() <= region.size - 2:
+            mask = np.where(region, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+            models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.grabCut(bgr, mask, None, *models, iterations, cv2.GC_INIT_WITH_MASK)
+            keep = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+        claimed = keep & ((refined == 0) | region)
+        refined[claimed] = value
+    return refined
 
 
 def _views(image: np.ndarray, scale: float, flip: bool, device: torch.device) -> torch.Tensor:
@@ -273,7 +311,9 @@ def cam_map_source(cfg, args: argparse.Namespace) -> MapSource:
     model.to(device)
 
     def raw(record: ImageRecord) -> np.ndarray:
-        cams = multiscale_cams(model, _read(record), record.classes, wsss.scales, flip=wsss.flip)
-        return cam_label_map(cams, record.classes, wsss.background_threshold)
+        image = _read(record)
+        cams = multiscale_cams(model, image, record.classes, wsss.scales, flip=wsss.flip)
+        labels = cam_label_map(cams, record.classes, wsss.background_threshold)
+        return grabcut_refine(image, labels, wsss.grabcut_iterations)
 
     return raw

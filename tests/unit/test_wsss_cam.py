@@ -31,6 +31,7 @@ from bestie.stages import train_segnet as train_segnet_stage
 from bestie.wsss_cam import (
     cam_label_map,
     cam_map_source,
+    grabcut_refine,
     load_segnet,
     mark_boundaries,
     multiscale_cams,
@@ -297,3 +298,23 @@ def test_cam_source_without_classifier_is_an_error() -> None:
     cfg = type("Cfg", (), {"wsss": WsssConfig(retrain=False)})()
     with pytest.raises(ValueError, match="no CAM classifier"):
         cam_map_source(cfg, argparse.Namespace(classifier="", segnet=""))
+
+
+def test_grabcut_snaps_overflowing_cam_masks_to_the_objects() -> None:
+    rng = np.random.default_rng(0)
+    image = np.empty((48, 64, 3), np.uint8)
+    image[:] = (40, 60, 200)  # blue background
+    image[8:24, 8:24] = (220, 30, 30)  # red square: class 0
+    image[28:44, 40:56] = (30, 200, 40)  # green square: class 1
+    image = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
+    labels = np.zeros((48, 64), np.uint8)
+    labels[4:28, 4:28] = 1  # the CAM masks overflow each square by 4 pixels
+    labels[24:48, 36:60] = 2
+    expected = np.zeros_like(labels)
+    expected[8:24, 8:24] = 1
+    expected[28:44, 40:56] = 2
+    np.testing.assert_array_equal(grabcut_refine(image, labels, 3), expected)
+    assert grabcut_refine(image, labels, 0) is labels  # off
+    single = np.zeros_like(labels)
+    single[0, 0] = 1  # too small for colour models: kept as it is
+    np.testing.assert_array_equal(grabcut_refine(image, single, 3), single)
