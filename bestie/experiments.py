@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bestie.config import Config, ConfigError, from_dict, to_dict
-from bestie.sections import ClassifierConfig
+from bestie.sections import ClassifierConfig, MaskRcnnConfig
 
 DEFAULT_EXPERIMENT = "bestie"
 
@@ -66,6 +66,14 @@ def _wsss_inputs(cfg: Config) -> list[str]:
     return ["dataset", "classifier_cam"] if cfg.wsss.method == "cam" else ["dataset"]
 
 
+def _maskrcnn_sections(sections: dict[str, Any]) -> dict[str, Any]:
+    """The oracle learns the ground truth: the pseudo-GT threshold does not concern it."""
+    maskrcnn = sections["maskrcnn"]
+    if maskrcnn["source"] == "gt":
+        maskrcnn["pseudo_score_threshold"] = MaskRcnnConfig().pseudo_score_threshold
+    return sections
+
+
 def _maskrcnn_inputs(cfg: Config) -> list[str]:
     """Pseudo GT: the instance network's train predictions; the oracle reads the dataset only."""
     return ["dataset"] if cfg.maskrcnn.source == "gt" else ["dataset", "instance", "predict"]
@@ -103,7 +111,7 @@ STAGES: dict[str, Stage] = {
     ),
     "predict": Stage(("decode",), lambda cfg: ["dataset", "instance"]),
     # Mask R-CNN: pseudo_gt_train.json, model.pt (maskrcnn.source gt: trained on the GT).
-    "maskrcnn": Stage(("maskrcnn", "seed"), _maskrcnn_inputs),
+    "maskrcnn": Stage(("maskrcnn", "seed"), _maskrcnn_inputs, _maskrcnn_sections),
     "curve": Stage(("decode", "evaluation"), lambda cfg: ["dataset", "instance"]),
     "evaluation": Stage(("evaluation",), lambda cfg: ["dataset"]),
     "pseudo": Stage(("pseudo", "supervision"), lambda cfg: ["dataset", "cues", "wsss"]),

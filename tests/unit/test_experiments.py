@@ -82,3 +82,20 @@ def test_pam_fine_tuned_from_cam_reads_the_cam_classifier_and_its_own_recipe() -
     assert (cam["epochs"], cam["lr"], cam["pam_layers"], cam["pam_init"]) == (20, 0.01, [], "")
     assert experiments.owner("tuned", "classifier_pam") == "tuned"
     assert experiments.owner("tuned_cam", "classifier_pam") == "tuned"
+
+
+def test_the_oracle_ignores_the_pseudo_gt_threshold() -> None:
+    experiments = Experiments(
+        {
+            "maskrcnn": {"pseudo_score_threshold": 0.5},
+            "experiments": {
+                "bestie": {},
+                "oracle": {"maskrcnn": {"source": "gt"}},
+                "oracle_2": {"maskrcnn": {"source": "gt", "pseudo_score_threshold": 0.9}},
+            },
+        }
+    )
+    assert experiments.sections("oracle", "maskrcnn")["maskrcnn"]["pseudo_score_threshold"] == 0.3
+    assert experiments.sections("bestie", "maskrcnn")["maskrcnn"]["pseudo_score_threshold"] == 0.5
+    assert experiments.owner("oracle_2", "maskrcnn") == "oracle"
+    assert experiments.owner("bestie", "maskrcnn") == "bestie"
