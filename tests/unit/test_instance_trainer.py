@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,18 @@ from bestie.config import Config, from_dict
 from bestie.data.instance_dataset import InstanceDataset
 from bestie.data.synthetic import generate_split
 from bestie.data.transforms import TrainAugmentation
-from bestie.engine.distributed import Process, cleanup, init_process
+from bestie.engine.distributed import Process, cleanup
 from bestie.engine.instance_trainer import train_instance
 from bestie.engine.schedule import ResumableSampler, warmup_poly_factor
 from bestie.models.instance_net import build_instance_net
 from bestie.sections import SyntheticConfig
 from bestie.wsss import semantic_from_instances
-from tests.unit.training_helpers import assert_replicas_equal, crashing, run_two_processes
+from tests.unit.training_helpers import (
+    assert_replicas_equal,
+    crashing,
+    join_cpu_group,
+    run_two_processes,
+)
 
 CONFIG = {
     "seed": 3,
@@ -105,15 +109,7 @@ def test_resumed_training_equals_uninterrupted(tiny_data, tmp_path: Path) -> Non
 
 
 def _ddp_worker(rank: int, port: int, tiny_data, output: str) -> None:
-    os.environ.update(
-        WORLD_SIZE="2",
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
-    process = init_process("cpu")
+    process = join_cpu_group(rank, port)
     try:
         cfg = from_dict(Config, CONFIG)
         torch.manual_seed(0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +28,13 @@ from bestie.data.maskrcnn_dataset import (
     training_records,
 )
 from bestie.data.synthetic import generate_split
-from bestie.engine.distributed import Process, cleanup, init_process
+from bestie.engine.distributed import Process, cleanup
 from bestie.engine.maskrcnn_trainer import TERMS, train_maskrcnn, warmup_step_factor
 from bestie.experiments import Experiments
 from bestie.models.maskrcnn import build_maskrcnn
 from bestie.sections import MaskRcnnConfig, SyntheticConfig
 from bestie.structures import ImageRecord, Instances
-from tests.unit.training_helpers import assert_replicas_equal, run_two_processes
+from tests.unit.training_helpers import assert_replicas_equal, join_cpu_group, run_two_processes
 
 CPU = Process(0, 1, torch.device("cpu"))
 TINY = {  # 48x64 images: no resize
@@ -287,15 +286,7 @@ def test_stages_train_and_predict_masks_at_the_original_size(tiny_data, tmp_path
 
 # ----------------------------------------------------------------------------- devices
 def _ddp_worker(rank: int, port: int, tiny_data, output: str) -> None:
-    os.environ.update(
-        WORLD_SIZE="2",
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
-    process = init_process("cpu")
+    process = join_cpu_group(rank, port)
     try:
         model = _train(tiny_data, Path(output), process=process, iterations=2)
         torch.save(model.state_dict(), Path(output) / f"rank{rank}.pt")

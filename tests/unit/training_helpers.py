@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from bestie.engine.distributed import Process, init_process
+
 
 def free_port() -> int:
     with socket.socket() as handle:
         handle.bind(("127.0.0.1", 0))
         return handle.getsockname()[1]
+
+
+def join_cpu_group(rank: int, port: int) -> Process:
+    """In a worker of :func:`run_two_processes`: join the 2-process gloo group as ``rank``."""
+    os.environ.update(
+        WORLD_SIZE="2",
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    return init_process("cpu")
 
 
 def run_two_processes(worker: Callable, args: tuple, output: Path, timeout: float) -> None:
