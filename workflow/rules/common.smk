@@ -50,10 +50,9 @@ def experiment_models(exp):
     experiment (maskrcnn.source gt: Mask R-CNN on the ground truth) has only the latter.
     """
     maskrcnn = EXPERIMENTS.configs[exp].maskrcnn
-    refine = maskrcnn.enabled and rules.has("train_maskrcnn")
     if maskrcnn.source == "gt":  # the oracle; nothing to do while Mask R-CNN is off
-        return ["maskrcnn"] if refine else []
-    return ["instance", "maskrcnn"] if refine else ["instance"]
+        return ["maskrcnn"] if maskrcnn.enabled else []
+    return ["instance", "maskrcnn"] if maskrcnn.enabled else ["instance"]
 
 
 def active_experiments():
