@@ -1,8 +1,9 @@
 """``python -m bestie report-experiment``: the figures and tables of one experiment (DESIGN §7).
 
 Reads only the artifacts named on the command line; every artifact option is optional, and
-a figure whose artifacts are not given is written as a placeholder PNG that says so (the
-rule leaves out what the workflow cannot build yet). ``--benchmarks DIR`` is read as it is
+a figure whose artifacts are not given is written as a placeholder PNG that says so (an
+experiment that does not run the stage: the oracle trains no classifier or instance network,
+``instance.snapshot_every: 0`` gives no mAP curve). ``--benchmarks DIR`` is read as it is
 when the job runs (every upstream job has finished by then). Writes into ``--output-dir``:
 
 - ``classifier_training.png``: CAM/PAM loss and train F1 per epoch (``train_log.csv``).
@@ -34,7 +35,7 @@ from bestie.report.panels import PanelImage, cam_pam_rows, prediction_row
 _LOG = logging.getLogger(__name__)
 MODELS = ("instance", "maskrcnn")
 VARIANTS = ("cam", "pam")
-NOT_BUILT = "not produced: its stage is not in the workflow yet, or is off for this experiment"
+NOT_BUILT = "not produced: its stage does not run in this experiment"
 OUTPUTS = (
     "classifier_training.png",
     "cam_vs_pam.png",
