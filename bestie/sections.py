@@ -239,6 +239,7 @@ class MaskRcnnConfig:
     empty_policy: Literal["skip", "negative"] = "skip"
     anchor_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
     roi_batch_size: int = 512  # sampled RoIs per image for the box and mask heads
+    fpn_channels: int = 256  # FPN/RPN/mask-head width (box head: 4x); 64 for CPU runs
     iterations: int = 20000
     batch_size: int = 8
     lr: float = 0.02

@@ -31,7 +31,10 @@ from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from bestie.models.weights import load_into, load_state_dict_file
 from bestie.structures import Instances
@@ -43,6 +46,8 @@ FPN_LEVELS = 5  # P2-P6: one anchor size per level
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 MASK_THRESHOLD = 0.5  # mask probability at which a pixel belongs to the instance
 BACKBONES = ("resnet50", "resnet18", "resnet34")
+FPN_CHANNELS = 256  # torchvision's FPN width; its box head has 4x as many features (1024)
+BOX_POOL = 7  # RoIAlign output side of the box head
 
 
 def build_maskrcnn(
@@ -53,6 +58,7 @@ def build_maskrcnn(
     max_size: int = 1333,
     anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
     roi_batch_size: int = 512,
+    fpn_channels: int = FPN_CHANNELS,
     weights: str = "",
     backbone_weights: str = "",
     trainable_layers: int = 3,
@@ -68,6 +74,9 @@ def build_maskrcnn(
         anchor_sizes: one anchor size in pixels per FPN level (5 levels, P2..P6), each with
             aspect ratios 0.5, 1, 2. torchvision's 32..512 suit COCO-sized objects.
         roi_batch_size: RoIs sampled per image for the box and mask heads in training.
+        fpn_channels: width of the FPN, the RPN and the mask head convs; the box head's two
+            fully connected layers get 4x as many features. torchvision's 256 (and its state
+            dict keys and shapes) by default; 64 costs a quarter of the RoI-head time on CPU.
         weights: path of a full Mask R-CNN state dict (e.g. torchvision's COCO model);
             tensors whose shapes differ (the class-specific heads when C differs) keep their
             initial values.
@@ -95,6 +104,8 @@ def build_maskrcnn(
         )
     if backbone not in BACKBONES:
         raise ValueError(f"maskrcnn.backbone must be one of {BACKBONES}, got {backbone!r}")
+    if fpn_channels <= 0:
+        raise ValueError(f"maskrcnn.fpn_channels must be positive, got {fpn_channels}")
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"maskrcnn.trainable_layers must lie in 0..5, got {trainable_layers}")
     pretrained = bool(weights or backbone_weights)
@@ -111,11 +122,12 @@ def build_maskrcnn(
     )
     model = MaskRCNN(
         body,
-        num_classes=num_classes + 1,
+        num_classes=None if fpn_channels != FPN_CHANNELS else num_classes + 1,
         min_size=min_size,
         max_size=max_size,
         rpn_anchor_generator=anchors,
         box_batch_size_per_image=roi_batch_size,
+        **(_narrow(body, fpn_channels, num_classes + 1) if fpn_channels != FPN_CHANNELS else {}),
     )
     if backbone_weights:
         state = load_state_dict_file(backbone_weights, what="maskrcnn.backbone_weights")
@@ -124,6 +136,24 @@ def build_maskrcnn(
         state = load_state_dict_file(weights, what="maskrcnn.weights")
         load_into(model, state, what="maskrcnn.weights")
     return model
+
+
+def _narrow(body: nn.Module, channels: int, classes: int) -> dict[str, nn.Module]:
+    """Give ``body`` an FPN of ``channels`` outputs; the matching heads as MaskRCNN kwargs.
+
+    The same modules as torchvision's defaults (the keys of the state dict are unchanged),
+    each with ``channels`` in place of 256 and a box head of ``4 * channels`` features.
+    """
+    widths = [int(block[0].in_channels) for block in body.fpn.inner_blocks]
+    body.fpn = FeaturePyramidNetwork(widths, channels, extra_blocks=LastLevelMaxPool())
+    body.out_channels = channels
+    features = 4 * channels
+    return {
+        "box_head": TwoMLPHead(channels * BOX_POOL**2, features),
+        "box_predictor": FastRCNNPredictor(features, classes),
+        "mask_head": MaskRCNNHeads(channels, (channels,) * 4, 1),
+        "mask_predictor": MaskRCNNPredictor(channels, channels, classes),
+    }
 
 
 def maskrcnn_metadata(model: MaskRCNN, categories: Sequence[str], **extra: Any) -> dict[str, Any]:
@@ -140,6 +170,7 @@ def maskrcnn_metadata(model: MaskRCNN, categories: Sequence[str], **extra: Any) 
         "max_size": int(transform.max_size),
         "anchor_sizes": [int(level[0]) for level in anchors],
         "roi_batch_size": int(model.roi_heads.fg_bg_sampler.batch_size_per_image),
+        "fpn_channels": int(model.backbone.out_channels),
         "frozen_bn": bool(frozen),
         **extra,
     }
@@ -162,6 +193,7 @@ def rebuild_maskrcnn(state: dict[str, torch.Tensor], metadata: dict[str, Any]) -
         max_size=int(metadata["max_size"]),
         anchor_sizes=[int(size) for size in metadata["anchor_sizes"]],
         roi_batch_size=int(metadata["roi_batch_size"]),
+        fpn_channels=int(metadata.get("fpn_channels", FPN_CHANNELS)),
         frozen_bn=bool(metadata["frozen_bn"]),
     )
     model.load_state_dict(state)

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> None:
             max_size=mcfg.max_size,
             anchor_sizes=mcfg.anchor_sizes,
             roi_batch_size=mcfg.roi_batch_size,
+            fpn_channels=mcfg.fpn_channels,
             weights=mcfg.weights,
             backbone_weights=mcfg.backbone_weights,
             trainable_layers=mcfg.trainable_layers,

@@ -120,3 +120,26 @@ def test_small_backbones_round_trip_through_the_model_file(backbone: str) -> Non
 def test_unknown_backbone_names_the_config_key() -> None:
     with pytest.raises(ValueError, match="maskrcnn.backbone"):
         build_maskrcnn(2, backbone="vgg16")
+
+
+def test_a_narrow_fpn_shrinks_every_head_and_round_trips() -> None:
+    torch.manual_seed(0)
+    narrow = build_maskrcnn(2, backbone="resnet18", fpn_channels=32, **SMALL)
+    state = narrow.state_dict()
+    assert state.keys() == build_maskrcnn(2, backbone="resnet18", **SMALL).state_dict().keys()
+    assert state["backbone.fpn.layer_blocks.0.0.weight"].shape == (32, 32, 3, 3)
+    assert state["rpn.head.conv.0.0.weight"].shape == (32, 32, 3, 3)
+    assert state["roi_heads.box_head.fc6.weight"].shape == (128, 32 * 7 * 7)
+    assert state["roi_heads.box_predictor.cls_score.weight"].shape == (3, 128)
+    assert state["roi_heads.mask_head.0.0.weight"].shape == (32, 32, 3, 3)
+    assert state["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape == (3, 32, 1, 1)
+    metadata = maskrcnn_metadata(narrow, ["a", "b"])
+    assert metadata["fpn_channels"] == 32
+    rebuilt = rebuild_maskrcnn(state, metadata)
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    narrow.roi_heads.score_thresh = rebuilt.roi_heads.score_thresh = 0.0
+    first = predict_instances(narrow, image, torch.device("cpu"))
+    second = predict_instances(rebuilt, image, torch.device("cpu"))
+    assert len(first) > 0 and np.array_equal(first.masks, second.masks)
+    with pytest.raises(ValueError, match="maskrcnn.fpn_channels"):
+        build_maskrcnn(2, fpn_channels=0)
