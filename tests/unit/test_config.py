@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bestie.config import Config, ConfigError, from_dict, load_sections
+from bestie.config import Config, ConfigError, from_dict, load_sections, to_dict
 from bestie.experiments import Experiments
 from bestie.stages import schema
 
@@ -81,3 +81,25 @@ def test_a_stage_cannot_read_a_section_it_did_not_declare() -> None:
     assert config.cues.top_k == 3
     with pytest.raises(ConfigError, match="'instance'"):
         _ = config.instance.lr
+
+
+# Sections a paper config sets on its own terms (its data, its experiments, its seed).
+OWN_TERMS = {"supervision", "seed", "shards", "dataset", "experiments", "seeds", "report"}
+
+
+@pytest.mark.parametrize("name", ["voc.yaml", "coco.yaml"])
+def test_paper_configs_undo_every_cpu_shrink_of_the_default(name: str) -> None:
+    """voc.yaml/coco.yaml merge over config.yaml: each key the synthetic default moves
+    away from the official value (the dataclass default) must be set again by the paper config."""
+    config_dir = ROOT / "config"
+    default = yaml.safe_load((config_dir / "config.yaml").read_text())
+    paper = yaml.safe_load((config_dir / name).read_text())
+    official = to_dict(Config())
+    inherited = [
+        f"{section}.{key} = {value!r}"
+        for section, keys in default.items()
+        if section not in OWN_TERMS
+        for key, value in keys.items()
+        if value != official[section][key] and key not in (paper.get(section) or {})
+    ]
+    assert not inherited, f"config/{name} inherits the CPU default's {inherited}"
