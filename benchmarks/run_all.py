@@ -35,6 +35,7 @@ ORDER = (
     "cues",
     "syncs",
     "train_step",
+    "maskrcnn_step",
     "pipeline",
 )
 QUICK = {  # fewer repetitions: a smoke run of the whole suite in a few minutes
@@ -45,6 +46,7 @@ QUICK = {  # fewer repetitions: a smoke run of the whole suite in a few minutes
     "evaluation": ["--images", "20", "--repeats", "2"],
     "cues": ["--runs", "2"],
     "train_step": ["--steps", "2"],
+    "maskrcnn_step": ["--steps", "1"],
 }
 
 
