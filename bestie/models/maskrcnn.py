@@ -120,14 +120,16 @@ def build_maskrcnn(
         sizes=tuple((int(size),) for size in anchor_sizes),
         aspect_ratios=(ASPECT_RATIOS,) * FPN_LEVELS,
     )
+    # torchvision builds its own heads (and keeps its FPN) at the default width
+    heads = {} if fpn_channels == FPN_CHANNELS else _narrow(body, fpn_channels, num_classes + 1)
     model = MaskRCNN(
         body,
-        num_classes=None if fpn_channels != FPN_CHANNELS else num_classes + 1,
+        num_classes=None if heads else num_classes + 1,
         min_size=min_size,
         max_size=max_size,
         rpn_anchor_generator=anchors,
         box_batch_size_per_image=roi_batch_size,
-        **(_narrow(body, fpn_channels, num_classes + 1) if fpn_channels != FPN_CHANNELS else {}),
+        **heads,
     )
     if backbone_weights:
         state = load_state_dict_file(backbone_weights, what="maskrcnn.backbone_weights")
