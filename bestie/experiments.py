@@ -66,6 +66,28 @@ def _wsss_inputs(cfg: Config) -> list[str]:
     return ["dataset", "classifier_cam"] if cfg.wsss.method == "cam" else ["dataset"]
 
 
+def _instance_sections(sections: dict[str, Any]) -> dict[str, Any]:
+    """Decoding shapes the instance network only when it selects a snapshot on held-out
+    train images (instance.holdout)."""
+    if not sections["instance"]["holdout"]:
+        del sections["decode"]
+    return sections
+
+
+def check(cfg: Config, label: str) -> None:
+    """Checks across keys that the schema cannot express, at workflow start."""
+    holdout = cfg.instance.holdout
+    if not 0.0 <= holdout < 1.0:
+        raise ConfigError(
+            f"experiment {label}: 'instance.holdout' must lie in [0, 1), got {holdout}"
+        )
+    if holdout and not cfg.instance.snapshot_every:
+        raise ConfigError(
+            f"experiment {label}: 'instance.holdout' selects among the snapshots of training; "
+            "set 'instance.snapshot_every' > 0"
+        )
+
+
 def _maskrcnn_sections(sections: dict[str, Any]) -> dict[str, Any]:
     """The oracle learns the ground truth: the pseudo-GT threshold does not concern it."""
     maskrcnn = sections["maskrcnn"]
@@ -106,8 +128,9 @@ STAGES: dict[str, Stage] = {
     # change of the pseudo section re-scores the cues without re-extracting them.
     "cues_stats": Stage(("pseudo",), lambda cfg: ["dataset", "cues"]),
     "instance": Stage(
-        ("instance", "refine", "loss", "pseudo", "seed", "supervision"),
+        ("instance", "refine", "loss", "pseudo", "seed", "supervision", "decode"),
         lambda cfg: ["dataset", "pseudo", "wsss"],
+        _instance_sections,
     ),
     "predict": Stage(("decode",), lambda cfg: ["dataset", "instance"]),
     # Mask R-CNN: pseudo_gt_train.json, model.pt (maskrcnn.source gt: trained on the GT).
@@ -149,6 +172,7 @@ class Experiments:
                 label = name if seed is None else f"{name}_seed{seed}"
                 data = merged if seed is None else deep_merge(merged, {"seed": seed})
                 self.configs[label] = from_dict(Config, data, f"experiments.{name}")
+                check(self.configs[label], label)
         self._keys: dict[tuple[str, str], str] = {}
 
     @property

@@ -173,6 +173,10 @@ class InstanceConfig:
     bn_momentum: float = 0.01
     checkpoint_every: int = 1000
     snapshot_every: int = 0  # keep the weights every N iterations for the mAP curve; 0 = off
+    # Opt-in selection without the evaluation split (bestie.selection): this fraction of the
+    # train images with ground truth is left out of training; the snapshot with the best
+    # mAP50 on them becomes model.pt. 0 = off (the final weights, nothing selected).
+    holdout: float = 0.0
     log_every: int = 20
     workers: int = 4
     amp: bool = True

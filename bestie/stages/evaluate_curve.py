@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 
-from bestie.artifacts import instances_to_results, read_json, read_records, write_json
+from bestie.artifacts import read_json, read_records, write_json
 from bestie.config import load_sections
 from bestie.data.io import read_image
-from bestie.evaluation.coco import evaluate_voc
-from bestie.inference import predict_image
+from bestie.selection import score_model
 from bestie.stages.predict_instance import load_instance_net, pick_device
 
 LOG = logging.getLogger(__name__)
@@ -41,15 +39,10 @@ def run(args: argparse.Namespace) -> None:
     curve = []
     for path in sorted(Path(args.snapshots).glob("iter_*.pt")):
         model = load_instance_net(str(path), device)
-        predictions = []
-        for record in records:
-            instances = predict_image(model, images[record.id], device, cfg.decode)
-            predictions += instances_to_results(instances, record.id)
-        scores = evaluate_voc(gt, predictions, thresholds, len(categories))
-        entry = {"iteration": int(path.stem.split("_")[1]), "predictions": len(predictions)}
-        for threshold, result in scores.items():
-            value = result["map"]
-            entry[f"mAP{round(threshold * 100)}"] = None if math.isnan(value) else 100 * value
+        scores = score_model(
+            model, records, images, gt, cfg.decode, thresholds, len(categories), device
+        )
+        entry = {"iteration": int(path.stem.split("_")[1]), **scores}
         curve.append(entry)
         LOG.info("%s: %s", path.name, entry)
     write_json(args.out, curve, indent=1)

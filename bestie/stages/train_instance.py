@@ -4,7 +4,9 @@ Reads the train records, the stored pseudo instances (``pseudo/train.json``) and
 maps; writes ``instance/model.pt`` (the final weights), ``instance/train_log.csv`` and
 ``instance/checkpoints/last.pt``. A rerun resumes from the checkpoint. Under ``torchrun``
 it trains data-parallel over the job's GPUs (gloo on CPU). Ground truth, when given, is
-read only for the true-positive audit columns of the log (the paper's Fig. 6).
+read only for the true-positive audit columns of the log (the paper's Fig. 6) and, with
+``instance.holdout`` (opt-in, :mod:`bestie.selection`), to score the snapshots on the
+held-out train images: the best becomes model.pt, its metadata holds every score.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from bestie.engine.distributed import Process, cleanup, init_process
 from bestie.engine.instance_trainer import train_instance
 from bestie.evaluation.iou import count_true_positives
 from bestie.models.instance_net import build_instance_net
+from bestie.selection import SELECTION_METRIC, holdout_ids, score_model, select_best, subset_gt
+from bestie.stages.predict_instance import load_instance_net
 from bestie.structures import ImageRecord, Instances
 
 LOG = logging.getLogger(__name__)
@@ -40,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", required=True, help="records JSON of the train split")
     parser.add_argument("--pseudo", required=True, help="pseudo/train.json")
     parser.add_argument("--wsss", required=True, help="folder of the train WSSS maps")
-    parser.add_argument("--gt", default="", help="train ground truth (audit statistics only)")
+    parser.add_argument(
+        "--gt", default="", help="train ground truth (audit statistics, instance.holdout)"
+    )
     parser.add_argument("--out", required=True, help="output model.pt")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
@@ -58,13 +64,17 @@ def run_key(config_json: str, pseudo_path: str) -> str:
     return hashlib.sha1(f"{config_json}|{digest}".encode()).hexdigest()
 
 
+def read_gt(path: str) -> dict | None:
+    """The train ground truth, or None where the data set has none."""
+    return read_json(path) if path and os.path.isfile(path) else None
+
+
 def build_audit(
-    cfg: Config, records, pseudo, load_map, num_classes: int, gt_path: str, process: Process
+    cfg: Config, records, pseudo, load_map, num_classes: int, gt_json: dict | None, process: Process
 ) -> TruePositiveAudit | None:
     """The Fig. 6 audit over the first train images with ground truth (None without GT)."""
-    if not gt_path or not os.path.isfile(gt_path):
+    if gt_json is None:
         return None
-    gt_json = read_json(gt_path)
     gt = annotations_by_image(gt_json["annotations"], gt_json["images"])
     chosen = [r for r in records if r.id in gt and r.classes][:AUDIT_IMAGES]
     if not chosen:
@@ -82,6 +92,48 @@ def build_audit(
     return TruePositiveAudit(images, pseudo_tp, cfg.refine, cfg.pseudo.sigma, process.device)
 
 
+def select_on_holdout(
+    cfg: Config,
+    final: torch.nn.Module,
+    snapshots: Path,
+    records: list[ImageRecord],
+    gt_json: dict,
+    num_classes: int,
+    device: torch.device,
+) -> tuple[torch.nn.Module, dict]:
+    """The snapshot (or final weights) with the best mAP50 on the held-out ``records``.
+
+    Returns:
+        ``(model, selection)``; selection holds the metric, the held-out image ids, one
+        score entry per candidate and the selected iteration (model metadata, plain types).
+    """
+    ids = {record.id for record in records}
+    gt = subset_gt(gt_json, ids)
+    images = {record.id: read_image(record.file) for record in records}
+    last = cfg.instance.iterations
+    candidates = {int(path.stem.split("_")[1]): path for path in snapshots.glob("iter_*.pt")}
+    candidates.pop(last, None)  # the final weights are scored from memory
+
+    def score(model: torch.nn.Module, iteration: int) -> dict:
+        entry = score_model(model, records, images, gt, cfg.decode, [0.5], num_classes, device)
+        LOG.info("held-out %s at iteration %d: %s", SELECTION_METRIC, iteration, entry)
+        return {"iteration": iteration, **entry}
+
+    scores = [score(load_instance_net(str(candidates[i]), device), i) for i in sorted(candidates)]
+    final.eval()
+    scores.append(score(final, last))
+    best = scores[select_best(scores)]["iteration"]
+    model = final if best == last else load_instance_net(str(candidates[best]), device)
+    LOG.info("selected iteration %d of %d on %d held-out images", best, last, len(records))
+    selection = {
+        "metric": SELECTION_METRIC,
+        "holdout_images": sorted(ids),
+        "scores": scores,
+        "selected_iteration": best,
+    }
+    return model, selection
+
+
 def run(args: argparse.Namespace) -> None:
     cfg = load_sections(args.config)
     process = init_process(args.device)
@@ -89,6 +141,13 @@ def run(args: argparse.Namespace) -> None:
         records, categories = read_records(args.records)
         pseudo_json = read_json(args.pseudo)
         pseudo = annotations_by_image(pseudo_json["annotations"], records)
+        gt_json = read_gt(args.gt)
+        gt_ids = [image["id"] for image in gt_json["images"]] if gt_json else []
+        held = holdout_ids(records, gt_ids, cfg.instance.holdout)
+        held_records = [record for record in records if record.id in held]
+        records = [record for record in records if record.id not in held]
+        if held:
+            LOG.info("holding out %d train images for selection", len(held))
         load_map = wsss_loader(args.wsss)
         augmentation = TrainAugmentation(
             cfg.instance.crop, cfg.instance.scale_min, cfg.instance.scale_max
@@ -114,7 +173,7 @@ def run(args: argparse.Namespace) -> None:
         )
         audit = None
         if process.is_main:
-            audit = build_audit(cfg, records, pseudo, load_map, len(categories), args.gt, process)
+            audit = build_audit(cfg, records, pseudo, load_map, len(categories), gt_json, process)
         output = Path(args.out).parent
         metadata = {
             "backbone": cfg.instance.backbone,
@@ -134,6 +193,16 @@ def run(args: argparse.Namespace) -> None:
             snapshot_metadata=metadata,
         )
         if process.is_main:
+            if held:
+                model, metadata["selection"] = select_on_holdout(
+                    cfg,
+                    model,
+                    output / "snapshots",
+                    held_records,
+                    gt_json,
+                    len(categories),
+                    process.device,
+                )
             save_model(args.out, model, metadata)
             LOG.info("saved %s", args.out)
     finally:

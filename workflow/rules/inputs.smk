@@ -81,7 +81,7 @@ def pseudo_shards(wildcards):
 
 
 def instance_inputs(wildcards):
-    """Input function: what instance training reads (GT for the Fig. 6 audit only)."""
+    """Input function: what instance training reads (GT: the Fig. 6 audit, instance.holdout)."""
     return {
         "records": result(wildcards.exp, "dataset", "train.json"),
         "gt": result(wildcards.exp, "dataset", "train_gt.json"),
