@@ -112,6 +112,19 @@ def _cam_masks(sections: dict[str, Any]) -> dict[str, Any]:
     return sections
 
 
+# The wsss keys each method reads when no segmentation net is retrained.
+MAP_KEYS = {"cam": CAM_MASK_KEYS, "external": ("method", "external_dir"), "gt": ("method",)}
+
+
+def _wsss_maps(sections: dict[str, Any]) -> dict[str, Any]:
+    """Without retraining the maps depend on their method's keys only: not on the seed nor
+    the segmentation-net recipe (changing those reruns nothing)."""
+    wsss = sections["wsss"]
+    if wsss["method"] == "cam" and wsss["retrain"]:
+        return sections
+    return {"wsss": {key: wsss[key] for key in MAP_KEYS[wsss["method"]]} | {"retrain": False}}
+
+
 STAGES: dict[str, Stage] = {
     "dataset": Stage(("dataset",), lambda cfg: []),
     "classifier_pam": Stage(
@@ -120,7 +133,7 @@ STAGES: dict[str, Stage] = {
         _pam_classifier,
     ),
     "classifier_cam": Stage(("classifier", "seed"), lambda cfg: ["dataset"], _cam_classifier),
-    "wsss": Stage(("wsss", "seed"), _wsss_inputs),
+    "wsss": Stage(("wsss", "seed"), _wsss_inputs, _wsss_maps),
     # The raw CAM masks that the retrained net learns from (wsss/cam/{split}/).
     "wsss_cam": Stage(("wsss",), lambda cfg: ["dataset", "classifier_cam"], _cam_masks),
     "cues": Stage(("cues", "supervision", "shards"), _cue_inputs),

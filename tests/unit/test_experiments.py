@@ -99,3 +99,26 @@ def test_the_oracle_ignores_the_pseudo_gt_threshold() -> None:
     assert experiments.sections("bestie", "maskrcnn")["maskrcnn"]["pseudo_score_threshold"] == 0.5
     assert experiments.owner("oracle_2", "maskrcnn") == "oracle"
     assert experiments.owner("bestie", "maskrcnn") == "bestie"
+
+
+def test_maps_without_retraining_ignore_the_segnet_recipe_and_the_seed() -> None:
+    experiments = Experiments(
+        {
+            "wsss": {"retrain": False},
+            "seeds": [0, 1],
+            "experiments": {
+                "cam": {},
+                "cam_adam": {"wsss": {"optimizer": "adam", "lr": 0.1}},
+                "retrain": {"wsss": {"retrain": True}},
+                "retrain_adam": {"wsss": {"retrain": True, "optimizer": "adam"}},
+                "gt": {"wsss": {"method": "gt"}},
+            },
+        }
+    )
+    owner = experiments.owner
+    assert owner("cam_adam_seed0", "wsss") == "cam_seed0"
+    assert owner("cam_adam_seed1", "wsss") == "cam_seed1"  # its CAM classifier has the seed
+    assert owner("retrain_seed0", "wsss") == "retrain_seed0"
+    assert owner("retrain_adam_seed0", "wsss") == "retrain_adam_seed0"
+    assert owner("retrain_seed1", "wsss") == "retrain_seed1"
+    assert owner("gt_seed1", "wsss") == "gt_seed0"  # GT maps depend on neither
