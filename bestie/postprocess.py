@@ -25,7 +25,10 @@ https://github.com/clovaai/BESTIE/blob/85636d98f2b186980af88eeca91d3075baa92189/
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +38,32 @@ from torch import Tensor
 from bestie.components import Component, label_components, region_centroids
 from bestie.sections import DecodeConfig
 from bestie.structures import Instances
+
+Result = TypeVar("Result")
+
+
+def one_cpu_thread(function: Callable[..., Result]) -> Callable[..., Result]:
+    """Run ``function`` on one torch thread when its tensor arguments lie on the CPU.
+
+    Grouping is thousands of small tensor ops. With several intra-op threads each op large
+    enough to be split wakes the OpenMP workers, which then spin until the next one: on 2
+    cores that doubled the CPU time of ``refine_targets`` without making it faster
+    (benchmarks/bench_train_step.py ``refine_only``). The thread count is restored after.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs) -> Result:
+        threads = torch.get_num_threads()
+        tensors = [value for value in (*args, *kwargs.values()) if isinstance(value, Tensor)]
+        if threads == 1 or any(tensor.device.type != "cpu" for tensor in tensors):
+            return function(*args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -281,6 +310,7 @@ def _append_cluster_centers(
     return torch.cat((centers, accepted), dim=0)
 
 
+@one_cpu_thread
 def decode(semantic_prob: Tensor, center: Tensor, offset: Tensor, cfg: DecodeConfig) -> Instances:
     """Network outputs of one image to scored instances (SPEC §6.5).
 

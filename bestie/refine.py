@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from bestie.components import Component, label_components
-from bestie.postprocess import ClusterParams, group_component, group_pixels
+from bestie.postprocess import ClusterParams, group_component, group_pixels, one_cpu_thread
 from bestie.sections import RefineConfig
 
 
@@ -44,6 +44,7 @@ class _Batch:
     cluster: ClusterParams | None = None
 
 
+@one_cpu_thread
 @torch.no_grad()
 def refine_targets(
     seg_logits: Tensor,

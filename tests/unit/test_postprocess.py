@@ -15,6 +15,7 @@ from bestie.postprocess import (
     find_centers,
     group_component,
     group_pixels,
+    one_cpu_thread,
 )
 from bestie.sections import DecodeConfig
 from tests.unit import official_reference as reference
@@ -353,6 +354,32 @@ def test_decode_rejects_mismatched_shapes() -> None:
             torch.zeros(2, 8, 8),
             DecodeConfig(nms_kernel=40),
         )
+
+
+def test_decode_runs_on_one_thread_and_restores_the_callers_count() -> None:
+    seen = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+
+        @one_cpu_thread
+        def probe(tensor: torch.Tensor) -> None:
+            seen.append(torch.get_num_threads())
+            if tensor.numel() == 0:
+                raise ValueError("empty")
+
+        probe(torch.zeros(1))
+        assert seen == [1] and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="empty"):
+            probe(torch.zeros(0))
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        # decode is wrapped: same answer, and the caller's threads survive a bad input.
+        assert len(decode(*_square_scene(0.6), DecodeConfig())) == 1
+        with pytest.raises(ValueError, match="nms_kernel"):
+            decode(*_square_scene(0.6), DecodeConfig(nms_kernel=40))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_label_components_filters_by_area_and_keeps_boxes() -> None:
