@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command, (module, help_text) in COMMANDS.items():
-        sub = commands.add_parser(command, help=help_text, description=help_text)
+        # No -h here: `python -m bestie COMMAND --help` reaches the stage's own parser.
+        sub = commands.add_parser(command, help=help_text, add_help=False)
         sub.set_defaults(module=module)
         sub.add_argument("-v", "--verbose", action="store_true", help="debug logging")
         # Options are added lazily in main(): importing every stage (and torch) for --help
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         module.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:
         logging.getLogger("bestie").error("%s", error)
         return 1
     return 0

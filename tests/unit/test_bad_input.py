@@ -240,6 +240,17 @@ def test_nan_outputs_stop_training_naming_the_iterations(split, tmp_path) -> Non
         train_instance(cfg, NanNet(), dataset, tmp_path, process, key="nan")
 
 
+def test_nan_through_the_cli_is_one_error_line_and_exit_1(
+    split, tmp_path, caplog, monkeypatch
+) -> None:
+    from bestie.stages import train_instance as stage
+
+    monkeypatch.setattr(stage, "build_instance_net", lambda *args, **kwargs: NanNet())
+    assert _train(split, tmp_path / "run" / "model.pt") == 1
+    assert re.search(r"non-finite loss in iterations 1\.\.1: total=nan", caplog.text)
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
 def test_decode_rejects_nan_and_infinite_outputs() -> None:
     probability = torch.full((3, 8, 8), 1 / 3)
     center, offset = torch.zeros(2, 8, 8), torch.zeros(2, 8, 8)
