@@ -108,13 +108,14 @@ def find_dataset_file(artifact: str | os.PathLike[str], split: str, suffix: str 
 
 
 def split_of(path: str | os.PathLike[str]) -> str:
-    """The split an artifact belongs to, from its name (``pred_val.json``, ``val_1`` → ``val``)."""
+    """The split an artifact belongs to, from its name (``pred_val.json``, ``val_1``,
+    ``val_gt.json``, ``pseudo_gt_train.json`` → ``val``, ``val``, ``val``, ``train``)."""
     stem = Path(path).stem
-    for prefix in ("pred_", "miou_", "instance_curve_", "instance_"):
+    for prefix in ("pred_", "miou_", "instance_curve_", "instance_", "pseudo_gt_"):
         if stem.startswith(prefix):
             stem = stem[len(prefix) :]
             break
-    return re.sub(r"_\d+$", "", stem)  # a shard's number
+    return re.sub(r"_gt$|_\d+$", "", stem)  # the GT of a split, a shard's number
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -154,6 +155,8 @@ def _category_names(categories: list[dict[str, Any]]) -> list[str]:
 # ----------------------------------------------------------------------------- JSON artifacts
 def _json(path: Path) -> dict[str, Any]:
     data = read_json(path)
+    if data == [] and path.stem.startswith("instance_curve_"):  # trained without snapshots
+        return {"kind": "evaluation curve", **_curve(data, path)}
     for kind, matches, summarise in _JSON_KINDS:
         if matches(data):
             return {"kind": kind, **summarise(data, path)}
@@ -290,7 +293,7 @@ _JSON_KINDS: list[tuple[str, Callable[[Any], bool], Callable[[Any, Path], dict[s
     ("evaluation", _is_eval, _evaluation),
     ("classifier metrics", _has("micro_f1", "macro_f1"), _evaluation),
     ("WSSS shard confusion", _has("images", "matrix"), lambda d, p: {"images": d["images"]}),
-    # An empty list is read as predictions: a model that found nothing writes ``[]``.
+    # Any other empty list is read as predictions: a model that found nothing writes ``[]``.
     ("predictions", _list_of("image_id", "category_id", "segmentation", "score"), _predictions),
     ("evaluation curve", _list_of("iteration"), _curve),
 ]

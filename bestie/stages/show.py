@@ -8,7 +8,10 @@ The artifact type is recognised from the path:
 - ``pseudo/train.json``: image | WSSS map + cues | accepted instances + centres; with
   ``--targets``, the centre/offset/weight targets that ``make_targets`` makes from them
   (centre heatmap, offset magnitude, offset direction, weight);
-- ``pred_{split}.json``: image | ground truth | predictions scoring ``--score-threshold``.
+- ``pred_{split}.json``: image | ground truth | predictions scoring ``--score-threshold``;
+- ``dataset/{split}.json``: the image with its image-level label and GT points;
+- ``dataset/{split}_gt.json``, ``maskrcnn/pseudo_gt_train.json`` (COCO instances): the
+  image | its instances.
 
 The records (and ground truth) of the split are found through the standard
 ``results/{exp}/dataset/`` layout relative to the artifact (or the paths a pseudo-label file
@@ -25,6 +28,7 @@ import cv2
 import numpy as np
 
 from bestie.artifacts import (
+    RECORDS_FORMAT,
     annotations_by_image,
     read_cue_file,
     read_json,
@@ -240,6 +244,41 @@ def show_predictions(data: list, args: argparse.Namespace) -> None:
     save_panels(args.output, panels, titles)
 
 
+# ----------------------------------------------------------------------------- data set, GT
+def show_records(args: argparse.Namespace) -> None:
+    """The image | its image-level label and ground-truth points (point supervision)."""
+    records, categories = read_records(args.path)
+    record = find_record(records, args.image)
+    picture = read_image(record.file)
+    points = np.asarray(record.points, np.float64).reshape(-1, 3)
+    panels = [picture, draw_class_points(picture, points, _dot_size(picture))]
+    titles = [
+        f"{record.name} ({_class_names(record.classes, categories)})",
+        f"{len(points)} GT points",
+    ]
+    save_panels(args.output, panels, titles)
+
+
+def show_instances(data: dict, args: argparse.Namespace) -> None:
+    """The image | the instances of a COCO instances file (ground truth or pseudo GT)."""
+    records, categories = _records(args, split_of(args.path))
+    record = find_record(records, args.image)
+    images = [image for image in data["images"] if int(image["id"]) == record.id]
+    named = {Path(image.get("file_name", record.file)).name for image in images}
+    if named != {Path(record.file).name}:  # not there, or another split's image of that id
+        raise ValueError(f"{args.path}: image {record.name} (id {record.id}) is not in it")
+    entries = [a for a in data["annotations"] if int(a["image_id"]) == record.id]
+    instances = annotations_by_image(entries, images)[record.id]
+    picture = read_image(record.file)
+    panels = [picture, overlay_instances(picture, instances)]
+    classes = sorted(set(instances.labels.tolist()))
+    titles = [
+        f"{record.name} ({_class_names(record.classes, categories)})",
+        f"{len(instances)} instances ({_class_names(classes, categories)})",
+    ]
+    save_panels(args.output, panels, titles)
+
+
 def run(args: argparse.Namespace) -> None:
     path = Path(args.path)
     suffix = path.suffix.lower()
@@ -253,10 +292,14 @@ def run(args: argparse.Namespace) -> None:
             show_pseudo_labels(data, args)
         elif isinstance(data, list):
             show_predictions(data, args)
+        elif isinstance(data, dict) and data.get("format") == RECORDS_FORMAT:
+            show_records(args)
+        elif isinstance(data, dict) and {"images", "annotations", "categories"} <= data.keys():
+            show_instances(data, args)
         else:
             raise ValueError(f"{path}: no drawing for this kind of JSON artifact")
     else:
         raise ValueError(
             f"{path}: no drawing for this kind of artifact (cues .h5, WSSS folder or .png, "
-            "pseudo/train.json, pred_{split}.json)"
+            "pseudo/train.json, pred_{split}.json, records or COCO instances .json)"
         )

@@ -114,6 +114,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         predictions += instances_to_results(instances, record.id)
     write_json(root / "results/b/instance/pred_val.json", predictions)
     write_json(root / "results/b/eval/instance_val.json", {"mAP50": 50.0, "per_class": {}})
+    write_json(root / "results/b/eval/instance_curve_val.json", [])  # trained without snapshots
     return root
 
 
@@ -133,6 +134,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("b/instance/train_log.csv", "training log", {"rows": 2}),
         ("b/instance/pred_val.json", "predictions", {"images_with_predictions": 2}),
         ("b/eval/instance_val.json", "evaluation", {"mAP50": 50.0}),
+        ("b/eval/instance_curve_val.json", "evaluation curve", {"snapshots": 0}),
     ],
 )
 def test_every_artifact_is_summarised(project: Path, relative, kind, expected) -> None:
@@ -231,6 +233,8 @@ def _show(project: Path, tmp_path: Path, relative: str, *options: str) -> np.nda
         ("b/pseudo/train.json", ["--image", "2"], 3),
         ("b/pseudo/train.json", ["--image", "2", "--targets"], 5),
         ("b/instance/pred_val.json", ["--image", "1"], 3),
+        ("a/dataset/train.json", ["--image", "2"], 2),  # image | label and GT points
+        ("a/dataset/val_gt.json", ["--image", "1"], 2),  # image | GT instances
     ],
 )
 def test_show_draws_every_per_image_artifact(project, tmp_path, relative, options, panels):
@@ -253,7 +257,10 @@ def test_show_takes_explicit_records_and_gt_outside_the_layout(project, tmp_path
     with pytest.raises(ValueError, match="'nope' is not in the records"):
         cli_run(["show", str(project / "results/a/cues/train.h5"), "--image", "nope", "-o", output])
     with pytest.raises(ValueError, match="no drawing for this kind"):
-        cli_run(["show", str(dataset / "train_gt.json"), "--image", "1", "-o", output])
+        cli_run(["show", str(project / "results/b/pseudo/stats.json"), "-o", output])
+    with pytest.raises(ValueError, match=r"image train_00001 \(id 1\) is not in it"):
+        cli_run(["show", str(dataset / "val_gt.json"), "--image", "1", "-o", output]
+                + ["--records", str(dataset / "train.json")])  # fmt: skip
 
 
 def test_different_datasets_in_two_experiments_are_ambiguous(project, tmp_path) -> None:
@@ -287,6 +294,8 @@ def cli_run(argv: list[str]) -> None:
         ("results/a/wsss/shards/train_1", "train"),
         ("results/a/cues/shards/val_0.h5", "val"),
         ("results/a/cues/train.h5", "train"),
+        ("results/a/dataset/val_gt.json", "val"),
+        ("results/a/maskrcnn/pseudo_gt_train.json", "train"),
     ],
 )
 def test_split_of_artifact_names(path: str, split: str) -> None:
