@@ -5,6 +5,7 @@ Also: the same inputs and seed give byte-identical pseudo labels and metrics on 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -155,9 +156,10 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(inputs, tmp_pat
 
 
 def _losses(path: Path) -> list[list[str]]:
-    """The iteration, lr and loss columns of a training log (not the timings)."""
+    """A training log without its timing columns."""
     rows = [line.split(",") for line in path.read_text().splitlines()]
-    return [row[:9] for row in rows]
+    untimed = [index for index, name in enumerate(rows[0]) if "seconds" not in name]
+    return [[row[index] for index in untimed] for row in rows]
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -226,6 +228,89 @@ def test_pseudo_labels_and_metrics_are_byte_identical_across_runs(tmp_path) -> N
     assert [name for name in first if first[name] != second[name]] == []
     assert {Path("pseudo.json"), Path("stats.json"), Path("eval.json")} <= first.keys()
     assert json.loads(first[Path("stats.json")])["accepted"] > 0
+
+
+# The default path: a trained CAM classifier's cues and CAM masks (GrabCut), pseudo labels,
+# a trained instance network with self-refinement, its predictions and metrics.
+TRAINED_CONFIG = {
+    **PIPELINE_CONFIG,
+    "classifier": {"width": 0.125, "resize": 44, "crop": 40, "batch_size": 2, "epochs": 2,
+                   "lr_steps": [2], "checkpoint_every": 1, "workers": 0},
+    "cues": {"source": "classifier", "classifier": "cam", "input_size": 40, "threshold": 0.0},
+    "wsss": {"method": "cam", "retrain": False, "scales": [1.0], "grabcut_iterations": 2},
+    "pseudo": {"min_area": 10, "cue_threshold": 0.0},
+    "instance": {**CONFIG["instance"], "iterations": 8},
+    "refine": {"nms_kernel": 9, "start_iter": 2},
+}  # fmt: skip
+TRAINED_PIPELINE = """
+prepare-dataset --config {dataset} --split train --records {dir}/train.json --gt {dir}/train_gt.json
+prepare-dataset --config {dataset} --split val --records {dir}/val.json --gt {dir}/val_gt.json
+train-classifier --config {classifier_cam} --records {dir}/train.json --output-dir {dir}/cam
+  --device cpu --threads 1
+extract-cues --config {cues} --records {dir}/train.json --model {dir}/cam/model.pt
+  --output {dir}/cues.h5 --device cpu --threads 1
+make-wsss --config {wsss} --records {dir}/train.json --gt {dir}/train_gt.json
+  --classifier {dir}/cam/model.pt --out {dir}/shard
+gather-wsss --shards {dir}/shard --records {dir}/train.json --out {dir}/wsss --miou {dir}/miou.json
+synthesize-pseudo-labels --config {pseudo} --records {dir}/train.json --cues {dir}/cues.h5
+  --wsss {dir}/wsss --gt {dir}/train_gt.json --out {dir}/pseudo_shard.json
+gather-pseudo-labels --shards {dir}/pseudo_shard.json --records {dir}/train.json
+  --cues {dir}/cues.h5 --wsss {dir}/wsss --out {dir}/pseudo.json --stats {dir}/stats.json
+train-instance --config {instance} --records {dir}/train.json --pseudo {dir}/pseudo.json
+  --wsss {dir}/wsss --out {dir}/instance/model.pt --device cpu
+predict-instance --config {predict} --model {dir}/instance/model.pt --records {dir}/val.json
+  --out {dir}/pred_val.json --device cpu
+evaluate --config {evaluation} --pred {dir}/pred_val.json --gt {dir}/val_gt.json
+  --out {dir}/eval.json
+"""
+
+
+@pytest.mark.slow
+def test_the_trained_default_path_is_byte_identical_across_runs(tmp_path) -> None:
+    threads = torch.get_num_threads()
+    experiments = Experiments(TRAINED_CONFIG)
+    stages = ("dataset", "classifier_cam", "cues", "wsss", "pseudo", "instance", "predict",
+              "evaluation")  # fmt: skip
+    values = {stage: experiments.stage_json(experiments.names[0], stage) for stage in stages}
+    folder = tmp_path / "run"
+    runs = []
+    try:
+        for _ in range(2):
+            shutil.rmtree(folder, ignore_errors=True)
+            values.update(dir=str(folder))
+            for command in TRAINED_PIPELINE.strip().replace("\n  ", " ").splitlines():
+                argv = [word.format(**values) for word in command.split()]
+                assert cli.main(argv) == 0, command
+            files = {p.relative_to(folder): p for p in folder.rglob("*") if p.is_file()}
+            runs.append({name: _content(path) for name, path in files.items()})
+    finally:
+        torch.set_num_threads(threads)
+    first, second = runs
+    assert first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []
+    assert Path("instance/model.pt") in first and Path("cam/model.pt") in first
+    assert json.loads(first[Path("stats.json")])["accepted"] > 0
+
+
+def _content(path: Path) -> bytes | list[list[str]]:
+    """What must agree between two runs: the bytes; the loss columns of a training log; a
+    torch file's contents without the timings of its log (its zip names the temporary file it
+    was written as, so its bytes differ)."""
+    if path.suffix == ".csv":
+        return _losses(path)
+    if path.suffix == ".pt":
+        buffer = io.BytesIO()
+        torch.save(_untimed(torch.load(path, weights_only=True)), buffer)
+        return buffer.getvalue()
+    return path.read_bytes()
+
+
+def _untimed(value):
+    if isinstance(value, dict):
+        return {key: _untimed(item) for key, item in value.items() if "seconds" not in str(key)}
+    if isinstance(value, list):
+        return [_untimed(item) for item in value]
+    return value
 
 
 # ----------------------------------------------------------------------------- atomic writes
