@@ -236,6 +236,8 @@ def train_classifier(
     key = resume_key(cfg, seed, use_amp)
     state = resume_checkpoint(checkpoint_path, objects, key=key)
     start = state.progress if state else 0
+    if state:
+        _LOG.info("resuming at epoch %d of %d", start, cfg.epochs)
     rows: list[dict[str, Any]] = list(state.extra["log"]) if state else []
     log = CsvLog(log_path, LOG_COLUMNS) if process.is_main else None
     if log is not None:

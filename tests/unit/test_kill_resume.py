@@ -60,6 +60,12 @@ CONFIG = {
     "loss": {},
     "pseudo": {},
 }
+EPOCHS = 8
+CLASSIFIER = {  # 3 steps per epoch, a checkpoint after each
+    "seed": 5,
+    "classifier": {"width": 0.125, "resize": 44, "crop": 40, "batch_size": 2, "epochs": EPOCHS,
+                   "lr_steps": [6], "checkpoint_every": 1, "workers": 0},
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +86,7 @@ def make_inputs(folder: Path) -> dict[str, str]:
     write_json(folder / "train_gt.json", gt)
     return {
         "config": json.dumps(CONFIG),
+        "classifier_config": json.dumps(CLASSIFIER),
         "records": str(folder / "train.json"),
         "pseudo": str(folder / "pseudo.json"),
         "wsss": str(folder / "wsss"),
@@ -87,13 +94,17 @@ def make_inputs(folder: Path) -> dict[str, str]:
     }
 
 
-def start_training(inputs: dict[str, str], output: Path) -> subprocess.Popen:
-    """``python -m bestie train-instance`` on one CPU thread, its log in ``output/run.log``."""
+def start_training(inputs: dict[str, str], output: Path, stage: str) -> subprocess.Popen:
+    """``python -m bestie train-{stage}`` on one CPU thread, its log in ``output/run.log``."""
     output.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "bestie", "train-instance", "--device", "cpu"]
-    for option in ("config", "records", "pseudo", "wsss"):
-        command += [f"--{option}", inputs[option]]
-    command += ["--out", str(output / "model.pt")]
+    command = [sys.executable, "-m", "bestie", f"train-{stage}", "--device", "cpu"]
+    if stage == "instance":
+        for option in ("config", "records", "pseudo", "wsss"):
+            command += [f"--{option}", inputs[option]]
+        command += ["--out", str(output / "model.pt")]
+    else:
+        command += ["--config", inputs["classifier_config"], "--records", inputs["records"]]
+        command += ["--output-dir", str(output), "--threads", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     with open(output / "run.log", "a", encoding="utf-8") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -106,7 +117,7 @@ def logged_iterations(output: Path) -> int:
 
 
 def kill_after(process: subprocess.Popen, output: Path, iteration: int, fraction: float) -> None:
-    """SIGKILL ``process`` ``fraction`` of one iteration's time after it logged ``iteration``.
+    """SIGKILL ``process`` ``fraction`` of one step's time after it logged ``iteration`` rows.
 
     The delay is measured in iterations, not seconds, so the kill lands inside the next
     iteration (or its checkpoint write) however fast or loaded the machine is.
@@ -130,22 +141,25 @@ def kill_after(process: subprocess.Popen, output: Path, iteration: int, fraction
 
 
 @pytest.mark.slow
-def test_sigkilled_training_resumes_to_the_uninterrupted_weights(inputs, tmp_path) -> None:
+@pytest.mark.parametrize("stage", ["instance", "classifier"])
+def test_sigkilled_training_resumes_to_the_uninterrupted_weights(inputs, tmp_path, stage) -> None:
     seed = random.randrange(2**32)
     chooser = random.Random(seed)
-    iteration, fraction = chooser.randint(3, ITERATIONS - 3), chooser.uniform(0.0, 1.0)
-    where = f"(kill {fraction:.2f} iterations after iteration {iteration}; random seed {seed})"
-    reference = start_training(inputs, tmp_path / "reference")
-    broken = start_training(inputs, tmp_path / "broken")
+    steps = ITERATIONS if stage == "instance" else EPOCHS  # the rows of its training log
+    iteration, fraction = chooser.randint(3, steps - 3), chooser.uniform(0.0, 1.0)
+    where = f"(kill {fraction:.2f} log rows after row {iteration}; random seed {seed})"
+    reference = start_training(inputs, tmp_path / "reference", stage)
+    broken = start_training(inputs, tmp_path / "broken", stage)
     kill_after(broken, tmp_path / "broken", iteration, fraction)
     assert broken.returncode == -signal.SIGKILL, where
     saved = load_checkpoint(tmp_path / "broken/checkpoints/last.pt")
-    assert 2 <= saved["progress"] < ITERATIONS, where
+    assert 2 <= saved["progress"] < steps, where
     assert not (tmp_path / "broken/model.pt").exists(), where
-    resumed = start_training(inputs, tmp_path / "broken")
+    resumed = start_training(inputs, tmp_path / "broken", stage)
     assert resumed.wait() == 0, (tmp_path / "broken/run.log").read_text()
     assert reference.wait() == 0, (tmp_path / "reference/run.log").read_text()
-    assert f"resuming at iteration {saved['progress']}" in (tmp_path / "broken/run.log").read_text()
+    step = "iteration" if stage == "instance" else "epoch"
+    assert f"resuming at {step} {saved['progress']}" in (tmp_path / "broken/run.log").read_text()
     expected, _ = load_model(tmp_path / "reference/model.pt")
     actual, _ = load_model(tmp_path / "broken/model.pt")
     assert expected.keys() == actual.keys()
