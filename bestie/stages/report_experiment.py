@@ -158,18 +158,27 @@ def qualitative_figure(args: argparse.Namespace, config, output: Path) -> None:
     figures.save_grid(path, [r[0] for r in rows], [r[1] for r in rows])
 
 
+MEMORY = ["max_rss", "max_vms", "max_uss", "max_pss"]
+
+
 def read_benchmarks(folder: str, rules: list[str]) -> pd.DataFrame:
-    """One line per benchmark file (repeats averaged): job, rule, s, max_rss, cpu_time, ..."""
+    """One line per benchmark file (repeats averaged): job, rule, s, max_rss, cpu_time, ...
+
+    A job that ended before Snakemake's first sample (CPU time 0) has no memory figures (NA):
+    its file holds the shell's few MB, not the job's.
+    """
     lines = []
     for path in sorted(Path(folder).glob("*.tsv")) if folder else []:
         frame = pd.read_csv(path, sep="\t")
         if frame.empty:
             continue
         line = frame.drop(columns=["h:m:s"], errors="ignore").mean(numeric_only=True).to_dict()
+        if line.get("cpu_time", 1.0) <= 0:
+            line.update(dict.fromkeys(MEMORY, float("nan")))
         rule = tables.benchmark_rule(path.stem, rules)
         if not rule.startswith("report"):  # the report's own jobs are still running
             lines.append({"job": path.stem, "rule": rule, **line})
-    columns = ["job", "rule", "s", "max_rss", "max_vms", "max_uss", "max_pss", "cpu_time"]
+    columns = ["job", "rule", "s", *MEMORY, "cpu_time"]
     frame = pd.DataFrame(lines)
     return frame.reindex(columns=[*columns, *(c for c in frame.columns if c not in columns)])
 
@@ -201,7 +210,10 @@ def tables_page(args: argparse.Namespace, runtime: pd.DataFrame, output: Path) -
             "Val per-class metrics (%)",
             tables.per_class_table(evaluations) if evaluations else None,
         ),
-        _section("Runtime and memory per rule", tables.runtime_by_rule(runtime)),
+        _section(
+            "Runtime and memory per rule (NA: every job ended before the first memory sample)",
+            tables.runtime_by_rule(runtime),
+        ),
     ]
     tables.write_html(output / "tables.html", f"Experiment {args.experiment}", sections)
 

@@ -143,10 +143,11 @@ def test_seed_group_and_benchmark_rule() -> None:
 
 
 # ----------------------------------------------------------------------------- experiment
-def write_benchmark(path: Path, seconds: float, rss: float) -> None:
+def write_benchmark(path: Path, seconds: float, rss: float, cpu: float | None = None) -> None:
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time"
+    cpu = seconds if cpu is None else cpu
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{header}\n{seconds}\t0:00:01\t{rss}\t300\t40\t50\t1\t2\t30\t{seconds}\n")
+    path.write_text(f"{header}\n{seconds}\t0:00:01\t{rss}\t300\t40\t50\t1\t2\t30\t{cpu}\n")
 
 
 def fake_artifacts(folder: Path) -> dict[str, Path]:
@@ -204,6 +205,7 @@ def fake_artifacts(folder: Path) -> dict[str, Path]:
     write_benchmark(benchmarks / "extract_cues_train_0.tsv", 2.0, 100.0)
     write_benchmark(benchmarks / "extract_cues_train_1.tsv", 3.0, 120.0)
     write_benchmark(benchmarks / "train_classifier_pam.tsv", 10.0, 500.0)
+    write_benchmark(benchmarks / "evaluate_val.tsv", 0.5, 3.5, cpu=0.0)  # ended before a sample
     write_benchmark(benchmarks / "report_experiment.tsv", 1.0, 50.0)
     paths["benchmarks"] = benchmarks
     return paths
@@ -215,7 +217,7 @@ def run_experiment(tmp_path: Path, paths: dict[str, Path]) -> Path:
     argv += ["--output-dir", str(out)]
     for option, path in paths.items():
         argv += [f"--{option}", str(path)]
-    argv += ["--rules", "extract_cues", "train_classifier", "report_experiment"]
+    argv += ["--rules", "extract_cues", "train_classifier", "evaluate", "report_experiment"]
     assert main(argv) == 0
     return out
 
@@ -226,10 +228,11 @@ def test_experiment_report_writes_every_figure_and_table(tmp_path: Path) -> None
     for name in ("classifier_training.png", "instance_training.png", "true_positives.png"):
         assert sizes[name][1] > 250, name  # a real plot, not a placeholder strip
     runtime = read_tsv(out / "runtime.tsv")
-    assert [(r["job"], r["rule"], r["s"]) for r in runtime] == [
-        ("extract_cues_train_0", "extract_cues", "2.0000"),
-        ("extract_cues_train_1", "extract_cues", "3.0000"),
-        ("train_classifier_pam", "train_classifier", "10.0000"),
+    assert [(r["job"], r["rule"], r["s"], r["max_rss"]) for r in runtime] == [
+        ("evaluate_val", "evaluate", "0.5000", "NA"),  # the shell's 3.5 MB is not the job's
+        ("extract_cues_train_0", "extract_cues", "2.0000", "100.0000"),
+        ("extract_cues_train_1", "extract_cues", "3.0000", "120.0000"),
+        ("train_classifier_pam", "train_classifier", "10.0000", "500.0000"),
     ]
     page = (out / "tables.html").read_text(encoding="utf-8")
     assert NOT_BUILT not in page.replace("&#x27;", "'")
