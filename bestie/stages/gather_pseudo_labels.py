@@ -2,9 +2,10 @@
 
 ``pseudo/train.json`` is a COCO instances file (format in bestie/artifacts.py) whose
 annotations also carry ``center`` (y, x) and ``cue`` (y, x, class, score); its ``info``
-names the records, cues and WSSS maps it came from, so ``python -m bestie show`` can draw
-it. ``pseudo/stats.json`` counts components by outcome and, with ground truth, the true
-positives (IoU >= 0.5 with a GT instance of the same class) and the precision.
+names the records, cues and WSSS maps it came from and the ``cue_threshold`` the cues had
+to exceed, so ``python -m bestie show`` can draw it. ``pseudo/stats.json`` counts
+components by outcome and, with ground truth, the true positives (IoU >= 0.5 with a GT
+instance of the same class) and the precision.
 """
 
 from __future__ import annotations
@@ -42,14 +43,18 @@ def run(args: argparse.Namespace) -> None:
     records, categories = read_records(args.records)
     by_image: dict[int, list] = {}
     totals: dict[str, int] = {}
+    thresholds = set()
     for path in args.shards:
         shard = read_json(path)
+        thresholds.add(shard.get("cue_threshold"))
         for image_id in shard["images"]:
             by_image[int(image_id)] = []
         for entry in shard["annotations"]:
             by_image[int(entry["image_id"])].append(entry)
         for key, value in shard["stats"].items():
             totals[key] = totals.get(key, 0) + value
+    if len(thresholds) > 1:
+        raise ValueError(f"pseudo-label shards made with different cue thresholds: {thresholds}")
     missing = [r.name for r in records if r.id not in by_image]
     if missing:
         raise ValueError(f"pseudo-label shards lack {len(missing)} images, e.g. {missing[0]}")
@@ -61,6 +66,7 @@ def run(args: argparse.Namespace) -> None:
         {"id": r.id, "file_name": r.file, "height": r.height, "width": r.width} for r in records
     ]
     info = {"format": PSEUDO_FORMAT, "records": args.records, "cues": args.cues, "wsss": args.wsss}
+    info["cue_threshold"] = thresholds.pop() if thresholds else None
     categories_json = [{"id": index, "name": name} for index, name in enumerate(categories)]
     write_json(
         args.out,

@@ -5,7 +5,8 @@ The artifact type is recognised from the path:
 - ``cues/{split}.h5``: the peaks over the image (class colours), and each stored class map
   with its class's peaks;
 - ``wsss/{split}/`` or one of its PNGs: the WSSS map over the image and alone;
-- ``pseudo/train.json``: image | WSSS map + cues | accepted instances + centres; with
+- ``pseudo/train.json``: image | WSSS map + cues (class colours; grey: not above the cue
+  threshold, unused) | accepted instances + centres; with
   ``--targets``, the centre/offset/weight targets that ``make_targets`` makes from them
   (centre heatmap, offset magnitude, offset direction, weight);
 - ``pred_{split}.json``: image | ground truth | predictions scoring ``--score-threshold``;
@@ -181,13 +182,21 @@ def show_pseudo_labels(data: dict, args: argparse.Namespace) -> None:
         _resolve(info["cues"], args.path), with_maps=False, image_ids={record.id}
     )
     cues = cue_file[record.id].peaks if record.id in cue_file else np.zeros((0, 4), np.float32)
+    threshold = info.get("cue_threshold")
+    used = cues[:, 3] > threshold if threshold is not None else np.ones(len(cues), bool)
+    size = _dot_size(picture)
+    on_map = overlay_label_map(picture, semantic)
+    on_map = draw_points(on_map, cues[~used], colour=(128, 128, 128), size=size)
     panels = [
         picture,
-        draw_points(overlay_label_map(picture, semantic), cues, colour=(255, 0, 0)),
+        draw_class_points(on_map, cues[used], size),
         overlay_instances(picture, instances),
     ]
     labels = _class_names(record.classes, categories)
-    titles = [f"{record.name} ({labels})", f"WSSS + {len(cues)} cues", f"{len(instances)} accepted"]
+    cue_title = f"WSSS + {int(used.sum())} cues"
+    if threshold is not None:
+        cue_title += f" > {threshold:g} ({int((~used).sum())} below, grey)"
+    titles = [f"{record.name} ({labels})", cue_title, f"{len(instances)} accepted"]
     save_panels(args.output, panels, titles)
 
 

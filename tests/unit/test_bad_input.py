@@ -196,6 +196,16 @@ def test_empty_shard_and_empty_split(split, tmp_path, caplog) -> None:
     assert "0 training images are fewer than one batch of 2" in caplog.text
 
 
+def test_shards_of_different_cue_thresholds_are_not_merged(split, tmp_path, caplog) -> None:
+    assert read_json(split["pseudo"])["info"]["cue_threshold"] == 0.7  # recorded for `show`
+    shard = read_json(tmp_path / "shard.json")
+    write_json(tmp_path / "other.json", {**shard, "images": [], "cue_threshold": 0.5})
+    gather = ["gather-pseudo-labels", "--shards", tmp_path / "shard.json", tmp_path / "other.json"]
+    gather += ["--records", split["records"], "--cues", split["cues"], "--wsss", split["wsss"]]
+    assert _main(*gather, "--out", tmp_path / "p.json", "--stats", tmp_path / "s.json") == 1
+    assert "different cue thresholds" in caplog.text and not (tmp_path / "p.json").exists()
+
+
 def test_config_of_the_wrong_type_names_the_key(split, tmp_path, caplog) -> None:
     for config, key in (
         ({"pseudo": {"min_area": "big"}}, "pseudo.min_area"),
