@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -43,24 +44,28 @@ Result = TypeVar("Result")
 
 
 def one_cpu_thread(function: Callable[..., Result]) -> Callable[..., Result]:
-    """Run ``function`` on one torch thread when its tensor arguments lie on the CPU.
+    """Run ``function`` on one OpenCV thread, and one torch thread when its tensors lie on the
+    CPU.
 
-    Grouping is thousands of small tensor ops. With several intra-op threads each op large
-    enough to be split wakes the OpenMP workers, which then spin until the next one: on 2
-    cores that doubled the CPU time of ``refine_targets`` without making it faster
-    (benchmarks/bench_train_step.py ``refine_only``). The thread count is restored after.
+    Grouping is thousands of small ops: a connected-components call per class and per image,
+    tensor ops per component. With several threads each op large enough to be split wakes
+    the idle workers, which then spin until the next one: on 2 cores that cost
+    ``refine_targets`` 60 % more CPU time and 20 % more wall time for nothing
+    (benchmarks/bench_train_step.py ``refine_only``). The thread counts are restored after.
     """
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs) -> Result:
-        threads = torch.get_num_threads()
+        threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
         tensors = [value for value in (*args, *kwargs.values()) if isinstance(value, Tensor)]
-        if threads == 1 or any(tensor.device.type != "cpu" for tensor in tensors):
-            return function(*args, **kwargs)
-        torch.set_num_threads(1)
+        on_cpu = all(tensor.device.type == "cpu" for tensor in tensors)
+        cv2.setNumThreads(1)
+        if on_cpu:
+            torch.set_num_threads(1)
         try:
             return function(*args, **kwargs)
         finally:
+            cv2.setNumThreads(cv_threads)
             torch.set_num_threads(threads)
 
     return wrapper

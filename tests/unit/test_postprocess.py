@@ -358,28 +358,30 @@ def test_decode_rejects_mismatched_shapes() -> None:
 
 def test_decode_runs_on_one_thread_and_restores_the_callers_count() -> None:
     seen = []
-    threads = torch.get_num_threads()
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(2)
+    cv2.setNumThreads(2)
     try:
 
         @one_cpu_thread
         def probe(tensor: torch.Tensor) -> None:
-            seen.append(torch.get_num_threads())
+            seen.append((torch.get_num_threads(), cv2.getNumThreads()))
             if tensor.numel() == 0:
                 raise ValueError("empty")
 
         probe(torch.zeros(1))
-        assert seen == [1] and torch.get_num_threads() == 2
+        assert seen == [(1, 1)] and (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
         with pytest.raises(ValueError, match="empty"):
             probe(torch.zeros(0))
-        assert seen == [1, 1] and torch.get_num_threads() == 2
+        assert seen == [(1, 1)] * 2 and (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
         # decode is wrapped: same answer, and the caller's threads survive a bad input.
         assert len(decode(*_square_scene(0.6), DecodeConfig())) == 1
         with pytest.raises(ValueError, match="nms_kernel"):
             decode(*_square_scene(0.6), DecodeConfig(nms_kernel=40))
-        assert torch.get_num_threads() == 2
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
     finally:
         torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
 
 
 def test_label_components_filters_by_area_and_keeps_boxes() -> None:
