@@ -215,17 +215,19 @@ evaluate --config {evaluation} --pred {dir}/pred_val.json --gt {dir}/val_gt.json
 """
 
 
-def _pipeline(folder: Path, model: Path) -> None:
-    """Data set, cues, WSSS maps, pseudo labels, predictions and metrics, via the CLI."""
-    experiments = Experiments(PIPELINE_CONFIG)
-    values = {
-        stage: experiments.stage_json(experiments.names[0], stage)
-        for stage in ("dataset", "cues", "wsss", "pseudo", "predict", "evaluation")
-    }
-    values.update(dir=str(folder), model=str(model))
-    for command in PIPELINE.strip().replace("\n  ", " ").splitlines():
+def _run_pipeline(
+    folder: Path, config: dict, pipeline: str, stages: tuple[str, ...], **paths: Path
+) -> dict[Path, bytes | list[list[str]]]:
+    """Run ``pipeline``'s commands via the CLI in a fresh ``folder`` (``{dir}``; ``stages``
+    and ``paths`` fill the other fields); what each file written holds (``_content``)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    experiments = Experiments(config)
+    values = {stage: experiments.stage_json(experiments.names[0], stage) for stage in stages}
+    values.update(dir=str(folder), **{name: str(path) for name, path in paths.items()})
+    for command in pipeline.strip().replace("\n  ", " ").splitlines():
         argv = [word.format(**values) for word in command.split()]
         assert cli.main(argv) == 0, command
+    return {p.relative_to(folder): _content(p) for p in folder.rglob("*") if p.is_file()}
 
 
 def test_pseudo_labels_and_metrics_are_byte_identical_across_runs(tmp_path) -> None:
@@ -233,11 +235,10 @@ def test_pseudo_labels_and_metrics_are_byte_identical_across_runs(tmp_path) -> N
     model = tmp_path / "model.pt"
     save_model(model, build_instance_net("small", 3), {"backbone": "small", "num_classes": 3})
     folder = tmp_path / "run"  # both runs in the same place: the files hold their paths
-    _pipeline(folder, model)
-    first = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    shutil.rmtree(folder)
-    _pipeline(folder, model)
-    second = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    stages = ("dataset", "cues", "wsss", "pseudo", "predict", "evaluation")
+    first, second = (
+        _run_pipeline(folder, PIPELINE_CONFIG, PIPELINE, stages, model=model) for _ in range(2)
+    )
     assert first.keys() == second.keys()
     assert [name for name in first if first[name] != second[name]] == []
     assert {Path("pseudo.json"), Path("stats.json"), Path("eval.json")} <= first.keys()
@@ -282,24 +283,15 @@ evaluate --config {evaluation} --pred {dir}/pred_val.json --gt {dir}/val_gt.json
 @pytest.mark.slow
 def test_the_trained_default_path_is_byte_identical_across_runs(tmp_path) -> None:
     threads = torch.get_num_threads()
-    experiments = Experiments(TRAINED_CONFIG)
     stages = ("dataset", "classifier_cam", "cues", "wsss", "pseudo", "instance", "predict",
               "evaluation")  # fmt: skip
-    values = {stage: experiments.stage_json(experiments.names[0], stage) for stage in stages}
-    folder = tmp_path / "run"
-    runs = []
     try:
-        for _ in range(2):
-            shutil.rmtree(folder, ignore_errors=True)
-            values.update(dir=str(folder))
-            for command in TRAINED_PIPELINE.strip().replace("\n  ", " ").splitlines():
-                argv = [word.format(**values) for word in command.split()]
-                assert cli.main(argv) == 0, command
-            files = {p.relative_to(folder): p for p in folder.rglob("*") if p.is_file()}
-            runs.append({name: _content(path) for name, path in files.items()})
+        first, second = (
+            _run_pipeline(tmp_path / "run", TRAINED_CONFIG, TRAINED_PIPELINE, stages)
+            for _ in range(2)
+        )
     finally:
         torch.set_num_threads(threads)
-    first, second = runs
     assert first.keys() == second.keys()
     assert [name for name in first if first[name] != second[name]] == []
     assert Path("instance/model.pt") in first and Path("cam/model.pt") in first
