@@ -85,6 +85,13 @@ def run(args: argparse.Namespace) -> None:
             entry["center"] = instances.centers[index].tolist()
             entry["cue"] = [float(v) for v in instances.cues[index]]
             annotations.append(entry)
-    shard_json = {"images": [r.id for r in shard], "annotations": annotations, "stats": stats}
-    write_json(args.out, {**shard_json, "cue_threshold": cfg.pseudo.cue_threshold})
+    write_json(
+        args.out,
+        {
+            "images": [r.id for r in shard],
+            "annotations": annotations,
+            "stats": stats,
+            "cue_threshold": cfg.pseudo.cue_threshold,
+        },
+    )
     LOG.info("shard %d: %d images, %d pseudo instances", args.shard, len(shard), len(annotations))
