@@ -266,7 +266,15 @@ def cues_from_points(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points, np.ones((points.shape[0], 1), np.float32)], axis=1)
 
 
-STAT_KEYS = ("instances", "hit_once", "missed", "hit_multiple", "cues", "cues_on_background")
+STAT_KEYS = (
+    "instances",
+    "hit_once",
+    "missed",
+    "missed_touching",
+    "hit_multiple",
+    "cues",
+    "cues_on_background",
+)
 
 
 def match_cues(
@@ -293,6 +301,37 @@ def match_cues(
     return inside.sum(axis=1).astype(np.int64), ~inside.any(axis=0)
 
 
+def touching_same_class(masks: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Which ground-truth instances touch another instance of their own class.
+
+    Two masks touch when they overlap or a pixel of one is among the 8 neighbours of a pixel
+    of the other. At a classifier's output stride such instances are one blob of their class
+    map, often with a single peak, so a missed instance that touches its kind tells a merged
+    blob apart from an instance the classifier did not see.
+
+    Args:
+        masks: bool [M, H, W].
+        labels: int [M].
+
+    Returns:
+        bool [M].
+    """
+    masks = np.asarray(masks, bool)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    count, height, width = masks.shape
+    padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
+    grown = np.zeros_like(masks)
+    for dy in range(3):
+        for dx in range(3):
+            grown |= padded[:, dy : dy + height, dx : dx + width]
+    touching = np.zeros(count, bool)
+    for first in range(count):
+        for second in range(first + 1, count):
+            if labels[first] == labels[second] and (grown[first] & masks[second]).any():
+                touching[first] = touching[second] = True
+    return touching
+
+
 def cue_statistics(
     images: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     num_classes: int,
@@ -308,8 +347,9 @@ def cue_statistics(
 
     Returns:
         ``{"total": counts, "0": counts, ..., "C-1": counts}`` with keys :data:`STAT_KEYS`:
-        instances, hit_once, missed, hit_multiple (of the GT instances), cues and
-        cues_on_background (cues on no GT instance of their class).
+        instances, hit_once, missed, missed_touching (missed instances that touch another
+        instance of their class, :func:`touching_same_class`), hit_multiple (of the GT
+        instances), cues and cues_on_background (cues on no GT instance of their class).
     """
     table = np.zeros((num_classes, len(STAT_KEYS)), np.int64)
     for peaks, masks, labels in images:
@@ -318,12 +358,14 @@ def cue_statistics(
             peaks = peaks[peaks[:, 3] > min_score]
         labels = np.asarray(labels, np.int64).reshape(-1)
         hits, on_background = match_cues(peaks, masks, labels)
+        touching = touching_same_class(masks, labels)
         cue_classes = peaks[:, 2].astype(np.int64)
         for column, values in enumerate(
             (
                 labels,
                 labels[hits == 1],
                 labels[hits == 0],
+                labels[(hits == 0) & touching],
                 labels[hits > 1],
                 cue_classes,
                 cue_classes[on_background],

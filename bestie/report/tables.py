@@ -23,7 +23,16 @@ from bestie.artifacts import write_text
 # Table 1 of the paper reports VOC mAP at these IoUs and COCO mask AP.
 VOC_METRICS = ("mAP25", "mAP50", "mAP70", "mAP75")
 COCO_METRICS = ("COCO_AP", "COCO_AP50", "COCO_AP75")
-CUE_COUNTS = ("instances", "hit_once", "missed", "hit_multiple", "cues", "cues_on_background")
+# The counts of cues/stats.json (bestie.cues.STAT_KEYS; not imported, which would load torch).
+CUE_COUNTS = (
+    "instances",
+    "hit_once",
+    "missed",
+    "missed_touching",
+    "hit_multiple",
+    "cues",
+    "cues_on_background",
+)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ For each split, at two cue cuts, all cues (every extracted cue, score >= cues.th
 and the training cut (score > pseudo.cue_threshold, the cues that make pseudo labels):
 per class and in total, the GT instances hit by exactly one cue of their class (the ones
 the semantic transfer can turn into a pseudo instance when the WSSS component is that
-instance), by none and by several, and the cues on no GT instance of their class. The GT is
-read here only, never by training stages.
+instance), by none (and of those, the ones touching another instance of their class: one
+blob in a class map, where a single peak is expected) and by several, and the cues on no GT
+instance of their class. The GT is read here only, never by training stages.
 
 Output (``bestie.cue_stats/1``)::
 
@@ -15,7 +16,8 @@ Output (``bestie.cue_stats/1``)::
                           "all_cues": {"total": counts, "<class name>": counts, ...},
                           "above_cue_threshold": {...}}, ...}}
 
-with counts = {instances, hit_once, missed, hit_multiple, cues, cues_on_background}.
+with counts = {instances, hit_once, missed, missed_touching, hit_multiple, cues,
+cues_on_background}.
 """
 
 from __future__ import annotations
@@ -79,13 +81,14 @@ def run(args: argparse.Namespace) -> None:
         for cut in ("all_cues", "above_cue_threshold"):
             total = stats[cut]["total"]
             _LOG.info(
-                "%s %s: %d GT instances, hit once %d, missed %d, several %d; %d cues, "
-                "%d on background",
+                "%s %s: %d GT instances, hit once %d, missed %d (%d touching their class), "
+                "several %d; %d cues, %d on background",
                 name,
                 cut,
                 total["instances"],
                 total["hit_once"],
                 total["missed"],
+                total["missed_touching"],
                 total["hit_multiple"],
                 total["cues"],
                 total["cues_on_background"],

@@ -22,6 +22,7 @@ from bestie.cues import (
     peaks_to_cues,
     postprocess_cams,
     smooth,
+    touching_same_class,
 )
 from bestie.engine.checkpoint import save_model
 from bestie.models.classifier import Classifier, classifier_metadata
@@ -241,6 +242,7 @@ def test_match_cues_and_statistics_by_hand() -> None:
         "instances": 3,
         "hit_once": 1,
         "missed": 1,
+        "missed_touching": 0,
         "hit_multiple": 1,
         "cues": 5,
         "cues_on_background": 2,
@@ -250,3 +252,22 @@ def test_match_cues_and_statistics_by_hand() -> None:
     assert above["0"]["hit_once"] == 2 and above["0"]["hit_multiple"] == 0
     empty = cue_statistics([(np.zeros((0, 4)), np.zeros((0, 5, 5), bool), np.zeros(0))], 2)
     assert empty["total"]["instances"] == 0 and empty["total"]["cues"] == 0
+
+
+def test_touching_same_class_by_hand() -> None:
+    # 0 and 1 (class 0) share an edge; 2 (class 0) meets 1 only at a corner (8-neighbours);
+    # 3 (class 1) shares an edge with 0 but has another class; 4 (class 0) is two pixels
+    # away from 2 and touches nothing.
+    masks = np.zeros((5, 10, 12), bool)
+    masks[0, 0:3, 0:3] = True
+    masks[1, 0:3, 3:5] = True
+    masks[2, 3:5, 5:7] = True
+    masks[3, 3:5, 0:3] = True
+    masks[4, 3:5, 9:12] = True
+    labels = np.array([0, 0, 0, 1, 0])
+    assert touching_same_class(masks, labels).tolist() == [True, True, True, False, False]
+    assert touching_same_class(np.zeros((0, 4, 4), bool), np.zeros(0)).tolist() == []
+    # One cue in instance 0: 1 and 2 are missed touching their class, 3 and 4 missed alone.
+    table = cue_statistics([(np.array([[1, 1, 0, 0.9]], np.float32), masks, labels)], 2)
+    assert table["0"]["missed"] == 3 and table["0"]["missed_touching"] == 2
+    assert table["1"]["missed"] == 1 and table["1"]["missed_touching"] == 0

@@ -166,8 +166,8 @@ def fake_artifacts(folder: Path) -> dict[str, Path]:
             {"images": 4, "micro_f1": 0.9, "macro_f1": 0.8, "per_class_f1": [0.9, 0.7],
              "categories": CATEGORIES},
         )  # fmt: skip
-    counts = {"instances": 3, "hit_once": 2, "missed": 1, "hit_multiple": 0, "cues": 4,
-              "cues_on_background": 1}  # fmt: skip
+    counts = {"instances": 3, "hit_once": 2, "missed": 1, "missed_touching": 1,
+              "hit_multiple": 0, "cues": 4, "cues_on_background": 1}  # fmt: skip
     paths["cue-stats"] = folder / "cue_stats.json"
     split = {"images": 4, "images_without_cues": 1}
     split.update(
