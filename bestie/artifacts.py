@@ -32,6 +32,10 @@ Formats (paths relative to ``results/{experiment}/``):
     Per image: peaks (y, x, class, score) and the class maps used; see the "instance cues"
     section below for the full schema.
 
+``cues/stats.json`` (cue statistics against ground truth, ``bestie.cue_stats/1``)
+    Per split and cue cut, per class and in total, the counts :data:`CUE_STAT_KEYS`; the
+    layout is in ``bestie.stages.cue_stats``.
+
 RLE strings: pycocotools returns ``counts`` as bytes; JSON needs text, so they are decoded as
 utf-8 (the encoding pycocotools itself accepts back).
 """
@@ -303,6 +307,17 @@ def annotations_by_image(
 #
 # Images are written in increasing id order; ``gather_cues`` merges shard files into one.
 CUES_FORMAT = "bestie.cues/1"
+
+# The counts of ``cues/stats.json`` (``bestie.cues.cue_statistics`` makes them).
+CUE_STAT_KEYS = (
+    "instances",
+    "hit_once",
+    "missed",
+    "missed_touching",
+    "hit_multiple",
+    "cues",
+    "cues_on_background",
+)
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bestie.artifacts import ImageCues
+from bestie.artifacts import CUE_STAT_KEYS, ImageCues
 
 __all__ = [
     "classifier_cues",
@@ -266,15 +266,7 @@ def cues_from_points(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points, np.ones((points.shape[0], 1), np.float32)], axis=1)
 
 
-STAT_KEYS = (
-    "instances",
-    "hit_once",
-    "missed",
-    "missed_touching",
-    "hit_multiple",
-    "cues",
-    "cues_on_background",
-)
+STAT_KEYS = CUE_STAT_KEYS
 
 
 def match_cues(

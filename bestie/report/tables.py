@@ -18,21 +18,12 @@ from typing import Any
 
 import pandas as pd
 
-from bestie.artifacts import write_text
+from bestie.artifacts import CUE_STAT_KEYS, write_text
 
 # Table 1 of the paper reports VOC mAP at these IoUs and COCO mask AP.
 VOC_METRICS = ("mAP25", "mAP50", "mAP70", "mAP75")
 COCO_METRICS = ("COCO_AP", "COCO_AP50", "COCO_AP75")
-# The counts of cues/stats.json (bestie.cues.STAT_KEYS; not imported, which would load torch).
-CUE_COUNTS = (
-    "instances",
-    "hit_once",
-    "missed",
-    "missed_touching",
-    "hit_multiple",
-    "cues",
-    "cues_on_background",
-)
+CUE_COUNTS = CUE_STAT_KEYS
 
 
 @dataclass(frozen=True)
