@@ -86,6 +86,12 @@ def check(cfg: Config, label: str) -> None:
             f"experiment {label}: 'instance.holdout' selects among the snapshots of training; "
             "set 'instance.snapshot_every' > 0"
         )
+    alpha = cfg.cues.pam_alpha
+    if alpha != -1.0 and not 0.0 <= alpha <= 1.0:
+        raise ConfigError(
+            f"experiment {label}: 'cues.pam_alpha' must be -1 (the classifier's) or lie in "
+            f"[0, 1], got {alpha}"
+        )
 
 
 def _maskrcnn_sections(sections: dict[str, Any]) -> dict[str, Any]:

@@ -107,6 +107,9 @@ class CuesConfig:
     top_k: int = 25
     threshold: float = 0.1  # extraction cut
     map_stride: int = 4  # stride of the stored float16 class maps
+    # Not official: the PAM alpha at extraction (-1: the classifier's own, as in the official
+    # code; 0: PAM layers act as plain ReLUs, a PAM-trained classifier without PAM at inference).
+    pam_alpha: float = -1.0
 
 
 @dataclass(frozen=True)

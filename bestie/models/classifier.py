@@ -230,6 +230,19 @@ def load_imagenet_trunk(model: Classifier, path: str) -> None:
         )
 
 
+def set_pam_alpha(model: nn.Module, alpha: float) -> int:
+    """Give every PAM layer of ``model`` the controller ``alpha``; returns how many it has.
+
+    0 turns each PAM into a plain ReLU (every positive response kept).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"cues.pam_alpha must lie in [0, 1] or be -1, got {alpha}")
+    layers = [module for module in model.modules() if isinstance(module, PAM)]
+    for layer in layers:
+        layer.alpha = float(alpha)
+    return len(layers)
+
+
 def build_classifier(cfg: ClassifierConfig, num_classes: int) -> Classifier:
     """The classifier of a config section, with ImageNet trunk weights when configured."""
     model = Classifier(

@@ -22,6 +22,7 @@ from bestie.models.classifier import (
     load_classifier,
     load_imagenet_trunk,
     parameter_groups,
+    set_pam_alpha,
 )
 from bestie.sections import ClassifierConfig
 from bestie.stages import train_classifier as stage
@@ -47,6 +48,17 @@ def test_pam_is_per_sample_and_channel_and_active_in_eval() -> None:
 def test_pam_rejects_bad_alpha() -> None:
     with pytest.raises(ValueError, match="pam_alpha"):
         PAM(1.5)
+
+
+def test_set_pam_alpha_reaches_every_pam_layer_and_zero_is_relu() -> None:
+    model = Classifier(3, width=TINY, pam_layers=[1, 3], batch_norm=True)
+    assert set_pam_alpha(model, 0.0) == 2
+    assert [m.alpha for m in model.modules() if isinstance(m, PAM)] == [0.0, 0.0]
+    x = torch.tensor([2.0, 1.0, 0.5, -3.0]).view(1, 1, 1, 4)
+    assert PAM(0.0)(x).flatten().tolist() == [2.0, 1.0, 0.5, 0.0]  # = ReLU
+    assert set_pam_alpha(Classifier(3, width=TINY, pam_layers=[]), 0.5) == 0  # CAM: no layer
+    with pytest.raises(ValueError, match="cues.pam_alpha"):
+        set_pam_alpha(model, -0.5)
 
 
 @pytest.mark.parametrize("pam_layers", [[1, 2, 3], []])

@@ -215,6 +215,28 @@ def test_one_shard_and_three_shards_give_identical_files(tmp_path) -> None:
     assert sum(entry.peaks.shape[0] for entry in one.values()) > 0
 
 
+def test_pam_alpha_at_extraction_equals_a_classifier_built_with_it(tmp_path) -> None:
+    records, _ = make_split(tmp_path, [(32, 40), (40, 32), (36, 36)])
+    torch.manual_seed(0)
+    pam = Classifier(len(CATEGORIES), width=0.0625, pam_layers=[1, 2, 3], pam_alpha=0.7)
+    relu = Classifier(len(CATEGORIES), width=0.0625, pam_layers=[1, 2, 3], pam_alpha=0.0)
+    relu.load_state_dict(pam.state_dict())
+    for name, model in (("pam", pam), ("relu", relu)):
+        save_model(tmp_path / f"{name}.pt", model, {**classifier_metadata(model), "crop": 32})
+    config = {
+        "cues": {"input_size": 32, "peak_kernel": 5, "map_stride": 2, "threshold": 0.0},
+        "supervision": "image",
+        "shards": 1,
+    }
+    _, own = _extract(tmp_path, records, tmp_path / "pam.pt", config, 1)
+    _, built = _extract(tmp_path, records, tmp_path / "relu.pt", config, 1)
+    config["cues"]["pam_alpha"] = 0.0
+    _, swapped = _extract(tmp_path, records, tmp_path / "pam.pt", config, 1)
+    for image_id in built:
+        np.testing.assert_array_equal(swapped[image_id].maps, built[image_id].maps)
+    assert any(not np.array_equal(own[i].maps, built[i].maps) for i in built if own[i].maps.size)
+
+
 def test_point_cues_need_no_model(tmp_path) -> None:
     records, truth = make_split(tmp_path, [(32, 40)] * 3)
     config = {"cues": {"source": "gt_points"}, "supervision": "image", "shards": 1}

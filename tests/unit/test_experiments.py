@@ -54,6 +54,9 @@ def test_seeds_repeat_every_experiment() -> None:
 def test_bad_variant_names_the_experiment() -> None:
     with pytest.raises(ConfigError, match=r"experiments\.x"):
         Experiments({"experiments": {"x": {"classifier": {"lr": "fast"}}}})
+    with pytest.raises(ConfigError, match=r"experiment y: 'cues.pam_alpha'.*got 1.5"):
+        Experiments({"experiments": {"y": {"cues": {"pam_alpha": 1.5}}}})
+    assert Experiments({"experiments": {"z": {"cues": {"pam_alpha": 0}}}}).names == ["z"]
     with pytest.raises(ConfigError, match="unknown experiment"):
         Experiments({}).owner("nope", "dataset")
 

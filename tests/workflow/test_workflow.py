@@ -168,11 +168,12 @@ def test_changing_one_stage_reruns_it_and_its_dependents_only(
     assert planned == expected
 
 
-GRIDS = {  # the training jobs of each paper-table grid over the default config
+GRIDS = {  # the training jobs of each paper-table grid (+ variant) over the default config
     "table3": {"train_classifier": 2, "train_instance": 5},
     "table4": {"train_classifier": 2, "train_segnet": 1, "train_instance": 4, "make_wsss": 8},
     "table6": {"train_classifier": 6, "train_instance": 5},
     "table1": {"train_classifier": 2, "train_instance": 2, "train_maskrcnn": 3},
+    "table3+large_objects": {"train_classifier": 2, "train_instance": 5},
 }
 
 
@@ -180,8 +181,8 @@ GRIDS = {  # the training jobs of each paper-table grid over the default config
 def test_grids_share_the_classifiers_and_maps(tmp_path: Path, grid: str) -> None:
     for name in ("Snakefile", "workflow", "profiles", "environment.yml", "config"):
         (tmp_path / name).symlink_to(ROOT / name)
-    grid_file = f"config/grids/{grid}.yaml"
-    planned = planned_rules(tmp_path, "--configfile", "config/config.yaml", grid_file)
+    grid_files = [f"config/grids/{name}.yaml" for name in grid.split("+")]
+    planned = planned_rules(tmp_path, "--configfile", "config/config.yaml", *grid_files)
     counted = ("train_classifier", "train_segnet", "train_instance", "train_maskrcnn", "make_wsss")
     expected = dict(GRIDS[grid])
     expected.setdefault("make_wsss", 2)
