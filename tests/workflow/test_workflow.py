@@ -173,7 +173,7 @@ GRIDS = {  # the training jobs of each paper-table grid (+ variant) over the def
     "table4": {"train_classifier": 2, "train_segnet": 1, "train_instance": 4, "make_wsss": 8},
     "table6": {"train_classifier": 6, "train_instance": 5},
     "table1": {"train_classifier": 2, "train_instance": 2, "train_maskrcnn": 3},
-    "table3+large_objects": {"train_classifier": 2, "train_instance": 5},
+    "cues+large_objects": {"train_classifier": 2, "train_instance": 3, "train_maskrcnn": 4},
 }
 
 
