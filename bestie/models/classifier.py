@@ -282,16 +282,25 @@ def classifier_from_metadata(metadata: dict) -> Classifier:
         raise ValueError(f"classifier model metadata lacks {error}") from error
 
 
-def load_classifier(path: str | os.PathLike[str]) -> tuple[Classifier, dict]:
+def load_classifier(
+    path: str | os.PathLike[str], *, pam_alpha: float = -1.0
+) -> tuple[Classifier, dict]:
     """A trained classifier from ``classifier/{cam,pam}/model.pt``, on CPU, in eval mode.
 
+    Args:
+        path: the model file.
+        pam_alpha: the PAM alpha to run with (``cues.pam_alpha``, :func:`set_pam_alpha`);
+            -1 keeps the one it was trained with.
+
     Returns:
-        ``(model, metadata)``; metadata holds num_classes, width, pam_layers, pam_alpha,
-        categories, crop (the training crop) and epochs.
+        ``(model, metadata)``; metadata holds num_classes, width, pam_layers, pam_alpha (as
+        trained), categories, crop (the training crop) and epochs.
     """
     from bestie.engine.checkpoint import load_model
 
     state, metadata = load_model(path)
     model = classifier_from_metadata(metadata)
     model.load_state_dict(state)
+    if pam_alpha != -1.0:
+        set_pam_alpha(model, pam_alpha)
     return model.eval(), metadata

@@ -43,7 +43,8 @@ def classifier_maps(model, image: PanelImage, cfg: CuesConfig):
     """Full-resolution class maps and peaks of one image, as cue extraction computes them.
 
     Args:
-        model: a classifier (``bestie.models.classifier.load_classifier``), on CPU, eval mode.
+        model: a classifier (``bestie.models.classifier.load_classifier``, with
+            ``cues.pam_alpha``), on CPU, eval mode.
         image: the image and its label classes.
         cfg: the ``cues`` section (input size, flip, smoothing, peak window, threshold).
 

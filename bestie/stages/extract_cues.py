@@ -24,7 +24,7 @@ from bestie.cues import classifier_cues, cues_from_points
 from bestie.data.classification import ClassificationDataset, EvalTransform
 from bestie.engine.classifier_trainer import select_device
 from bestie.engine.logger import progress
-from bestie.models.classifier import load_classifier, set_pam_alpha
+from bestie.models.classifier import load_classifier
 from bestie.stages.sharding import add_shard_arguments, select_shard
 from bestie.structures import ImageRecord
 
@@ -78,15 +78,12 @@ def _classifier_cues(
     cfg = config.cues
     if not args.model:
         raise ValueError("extract-cues: cues.source is 'classifier' but no --model was given")
-    model, metadata = load_classifier(args.model)
+    model, metadata = load_classifier(args.model, pam_alpha=cfg.pam_alpha)
     if int(metadata["num_classes"]) != len(categories):
         raise ValueError(
             f"{args.model}: trained for {metadata['num_classes']} classes, the records "
             f"{args.records} have {len(categories)}"
         )
-    if cfg.pam_alpha != -1.0:
-        layers = set_pam_alpha(model, cfg.pam_alpha)
-        _LOG.info("cues.pam_alpha %g at extraction, on %d PAM layers", cfg.pam_alpha, layers)
     device = select_device(args.device)
     model.to(device)
     dataset = ClassificationDataset(records, len(categories), EvalTransform(cfg.input_size))

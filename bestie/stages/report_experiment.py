@@ -106,7 +106,11 @@ def cam_pam_figure(args: argparse.Namespace, config, output: Path) -> None:
     if not images:
         figures.placeholder(path, "Fig. 3: CAM vs PAM", "no train image has a class label")
         return
-    models = {variant: load_classifier(p)[0] for variant, p in paths.items()}
+    # Each classifier as cue extraction runs it (cues.pam_alpha: PAM at extraction or not).
+    models = {
+        variant: load_classifier(p, pam_alpha=config.cues.pam_alpha)[0]
+        for variant, p in paths.items()
+    }
     panels, titles = cam_pam_rows(images, models, config.cues, categories)
     figures.save_grid(path, panels, titles)
 

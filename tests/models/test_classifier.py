@@ -229,4 +229,7 @@ def test_train_stage_writes_model_log_and_metrics(tmp_path) -> None:
     stage.run(args)
     tuned, metadata = load_model(tmp_path / "pam" / "model.pt")
     assert metadata["pam_layers"] == [3]
+    swapped, metadata = load_classifier(tmp_path / "pam" / "model.pt", pam_alpha=0.25)
+    assert [m.alpha for m in swapped.modules() if isinstance(m, PAM)] == [0.25]
+    assert metadata["pam_alpha"] == 0.7  # as trained
     assert all(torch.equal(tuned[name], value) for name, value in state.items())
