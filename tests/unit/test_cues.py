@@ -194,16 +194,21 @@ def _extract(tmp_path, records, model, config, num_shards: int):
     return read_cue_file(gathered)
 
 
+def _tiny_cue_config() -> dict:
+    """Cue extraction for 32-pixel inputs; every peak kept."""
+    return {
+        "cues": {"input_size": 32, "peak_kernel": 5, "map_stride": 2, "threshold": 0.0},
+        "supervision": "image",
+        "shards": 1,
+    }
+
+
 def test_one_shard_and_three_shards_give_identical_files(tmp_path) -> None:
     records, _ = make_split(tmp_path, [(32, 40), (40, 32), (32, 40), (36, 36), (32, 40)] * 2)
     torch.manual_seed(0)
     model = Classifier(len(CATEGORIES), width=0.0625)
     save_model(tmp_path / "model.pt", model, {**classifier_metadata(model), "crop": 32})
-    config = {
-        "cues": {"input_size": 32, "peak_kernel": 5, "map_stride": 2, "threshold": 0.0},
-        "supervision": "image",
-        "shards": 1,
-    }
+    config = _tiny_cue_config()
     attrs_one, one = _extract(tmp_path, records, tmp_path / "model.pt", config, 1)
     attrs_three, three = _extract(tmp_path, records, tmp_path / "model.pt", config, 3)
     assert attrs_one == attrs_three and "shard" not in attrs_one
@@ -223,11 +228,7 @@ def test_pam_alpha_at_extraction_equals_a_classifier_built_with_it(tmp_path) -> 
     relu.load_state_dict(pam.state_dict())
     for name, model in (("pam", pam), ("relu", relu)):
         save_model(tmp_path / f"{name}.pt", model, {**classifier_metadata(model), "crop": 32})
-    config = {
-        "cues": {"input_size": 32, "peak_kernel": 5, "map_stride": 2, "threshold": 0.0},
-        "supervision": "image",
-        "shards": 1,
-    }
+    config = _tiny_cue_config()
     _, own = _extract(tmp_path, records, tmp_path / "pam.pt", config, 1)
     _, built = _extract(tmp_path, records, tmp_path / "relu.pt", config, 1)
     config["cues"]["pam_alpha"] = 0.0
