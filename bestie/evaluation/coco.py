@@ -206,6 +206,40 @@ def evaluate_voc(
     return evaluator.evaluate()
 
 
+def evaluate_voc_blocks(
+    gt_json: str | os.PathLike[str] | dict[str, Any],
+    pred_json: str | os.PathLike[str] | list[dict[str, Any]],
+    block: int,
+    iou_threshold: float = 0.5,
+) -> list[float]:
+    """VOC mAP (a fraction) on each run of ``block`` consecutive images of the ground truth.
+
+    The images are taken in file order; a last run shorter than ``block`` is left out. The
+    spread over the runs is how far one draw of a val split of ``block`` images moves the
+    figure (``scripts/val_blocks.py``).
+
+    Raises:
+        ValueError: when ``block`` is not positive or exceeds the number of images.
+    """
+    gt = load_coco_json(gt_json)
+    predictions = load_results_json(pred_json)
+    images = gt["images"]
+    if not 0 < block <= len(images):
+        raise ValueError(f"block of {block} images: the ground truth has {len(images)}")
+    maps = []
+    for start in range(0, len(images) - block + 1, block):
+        part = images[start : start + block]
+        ids = {int(image["id"]) for image in part}
+        subset = {
+            **gt,
+            "images": part,
+            "annotations": [entry for entry in gt["annotations"] if int(entry["image_id"]) in ids],
+        }
+        kept = [entry for entry in predictions if int(entry["image_id"]) in ids]
+        maps.append(evaluate_voc(subset, kept, [iou_threshold])[iou_threshold]["map"])
+    return maps
+
+
 def _compressed_rle(segmentation: dict[str, Any], size: list[int]) -> dict[str, Any]:
     """A compressed RLE of the image's size (uncompressed list counts are converted)."""
     if not isinstance(segmentation, dict) or "counts" not in segmentation:

@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from bestie.artifacts import encode_mask, write_json
-from bestie.evaluation.coco import evaluate, evaluate_voc
+from bestie.evaluation.coco import evaluate, evaluate_voc, evaluate_voc_blocks
 
 HEIGHT, WIDTH = 20, 30
 CATEGORIES = [{"id": 0, "name": "cat"}, {"id": 1, "name": "dog"}, {"id": 2, "name": "cow"}]
@@ -202,3 +202,17 @@ def test_voc_of_files_hand_computed():
     # At 0.7 the image-1 cat fails: FP, FP, TP -> precision 1/3 at recall 1/2 -> AP 1/6.
     np.testing.assert_allclose(results[0.7]["ap"][:2], [1 / 6, 1.0])
     assert np.isnan(results[0.5]["ap"][2])
+
+
+def test_voc_blocks_hand_computed():
+    # Images in file order 3, 1, 2 and blocks of 2: one block (3, 1); image 2 is a partial
+    # run, left out. At 0.5 the block's cats rank FP (0.95, image 3), TP (0.9) with one GT:
+    # precision 1/2 at recall 1 -> AP 1/2; dog 1.0; no cow -> mAP 3/4.
+    gt = ground_truth()
+    gt["images"] = [gt["images"][i] for i in (2, 0, 1)]
+    assert evaluate_voc_blocks(gt, predictions(shift=2), block=2) == pytest.approx([0.75])
+    # Blocks of 1: image 3 has no GT (mAP nan), images 1 and 2 are found perfectly.
+    maps = evaluate_voc_blocks(gt, predictions(shift=2), block=1)
+    assert np.isnan(maps[0]) and maps[1:] == pytest.approx([1.0, 1.0])
+    with pytest.raises(ValueError, match="block of 4 images: the ground truth has 3"):
+        evaluate_voc_blocks(gt, predictions(), block=4)
