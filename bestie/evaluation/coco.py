@@ -184,15 +184,39 @@ def evaluate_voc(
     predictions = load_results_json(pred_json)
     _check_predictions(gt, predictions)
     if num_classes is None:
-        num_classes = max((int(category["id"]) for category in gt["categories"]), default=-1) + 1
-    gt_by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    pred_by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for annotation in gt["annotations"]:
-        gt_by_image[int(annotation["image_id"])].append(annotation)
-    for entry in predictions:
-        pred_by_image[int(entry["image_id"])].append(entry)
+        num_classes = _num_classes(gt)
+    return _voc_of_images(
+        gt["images"],
+        _by_image(gt["annotations"]),
+        _by_image(predictions),
+        iou_thresholds,
+        num_classes,
+    )
+
+
+def _num_classes(gt: dict[str, Any]) -> int:
+    """The largest GT category id plus one: the length of the per-class AP array."""
+    return max((int(category["id"]) for category in gt["categories"]), default=-1) + 1
+
+
+def _by_image(entries: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """GT annotations or predictions grouped by their ``image_id``."""
+    grouped: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for entry in entries:
+        grouped[int(entry["image_id"])].append(entry)
+    return grouped
+
+
+def _voc_of_images(
+    images: list[dict[str, Any]],
+    gt_by_image: dict[int, list[dict[str, Any]]],
+    pred_by_image: dict[int, list[dict[str, Any]]],
+    iou_thresholds: Sequence[float],
+    num_classes: int,
+) -> dict[float, dict[str, Any]]:
+    """VOC AP over ``images`` of checked, grouped GT and predictions (see ``evaluate_voc``)."""
     evaluator = VocInstanceEvaluator(iou_thresholds, num_classes)
-    for image in gt["images"]:
+    for image in images:
         size = [int(image["height"]), int(image["width"])]
         gts, preds = gt_by_image[int(image["id"])], pred_by_image[int(image["id"])]
         evaluator.add_rle(
@@ -223,21 +247,22 @@ def evaluate_voc_blocks(
     """
     gt = load_coco_json(gt_json)
     predictions = load_results_json(pred_json)
+    _check_predictions(gt, predictions)
     images = gt["images"]
     if not 0 < block <= len(images):
         raise ValueError(f"block of {block} images: the ground truth has {len(images)}")
-    maps = []
-    for start in range(0, len(images) - block + 1, block):
-        part = images[start : start + block]
-        ids = {int(image["id"]) for image in part}
-        subset = {
-            **gt,
-            "images": part,
-            "annotations": [entry for entry in gt["annotations"] if int(entry["image_id"]) in ids],
-        }
-        kept = [entry for entry in predictions if int(entry["image_id"]) in ids]
-        maps.append(evaluate_voc(subset, kept, [iou_threshold])[iou_threshold]["map"])
-    return maps
+    gt_by_image, pred_by_image = _by_image(gt["annotations"]), _by_image(predictions)
+    num_classes = _num_classes(gt)
+    return [
+        _voc_of_images(
+            images[start : start + block],
+            gt_by_image,
+            pred_by_image,
+            [iou_threshold],
+            num_classes,
+        )[iou_threshold]["map"]
+        for start in range(0, len(images) - block + 1, block)
+    ]
 
 
 def _compressed_rle(segmentation: dict[str, Any], size: list[int]) -> dict[str, Any]:
