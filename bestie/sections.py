@@ -29,6 +29,7 @@ class SyntheticConfig:
     touch_probability: float = 0.5
     clutter: int = 6
     hue_jitter: float = 15.0  # instance hue spread (degrees) around its class's hue; <0: any hue
+    marker_size: int = 0  # >0: any-hue body with a class-hue disc of this diameter (a "part")
 
 
 @dataclass(frozen=True)

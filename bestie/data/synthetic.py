@@ -10,6 +10,11 @@ darker rim, so the instances are separable from the image itself. Instance colou
 cluster around a hue per class (``hue_jitter``), as appearance correlates with class in real
 data; same-class neighbours therefore look alike and only their rims tell them apart.
 
+With ``marker_size`` > 0 the class hue moves from the whole body to a small disc on it (a
+discriminative part, like a face on a person): the body takes any hue, so a classifier finds
+the class from the marker and the shape, and a class map that fires on the marker alone
+misses the rest of the instance.
+
 The same seed always gives the same images and ground truth.
 """
 
@@ -149,6 +154,28 @@ def _paint(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, rng: np.rand
     image[rim] = colour * 0.45
 
 
+def _paint_instance(image, mask, label: int, rng: np.random.Generator, cfg: SyntheticConfig):
+    """Body in the class colour or, with ``marker_size``, any colour plus the class-colour
+    marker: a disc at a random pixel whose marker fits inside the body (the pixel deepest
+    inside when none does), clipped to the body."""
+    if cfg.marker_size <= 0:
+        _paint(image, mask, instance_colour(rng, label, cfg), rng)
+        return
+    _paint(image, mask, rng.uniform(30, 235, 3), rng)
+    depth = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    radius = cfg.marker_size / 2.0
+    ys, xs = np.nonzero(depth > radius + 1)  # the marker stays off the dark rim
+    if len(ys):
+        pick = int(rng.integers(len(ys)))
+        y, x = int(ys[pick]), int(xs[pick])
+    else:
+        y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    yy, xx = np.ogrid[: mask.shape[0], : mask.shape[1]]
+    marker = mask & ((yy - y) ** 2 + (xx - x) ** 2 <= radius**2)
+    texture = rng.normal(0, 10, image.shape).astype(np.float32)
+    image[marker] = instance_colour(rng, label, cfg) + texture[marker]
+
+
 def generate_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> Scene:
     """One scene: image and visible instance masks (occluded parts removed)."""
     shape = (cfg.height, cfg.width)
@@ -180,7 +207,7 @@ def generate_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> Scene:
         masks.append(mask)
         labels.append(label)
         placed.setdefault(label, []).append((center, size))
-        _paint(image, mask, instance_colour(rng, label, cfg), rng)
+        _paint_instance(image, mask, label, rng, cfg)
     return _finish(image, masks, labels, shape)
 
 
@@ -233,6 +260,11 @@ def generate_split(cfg: SyntheticConfig, split: str, image_dir: str):
         raise ValueError(
             f"config key 'dataset.synthetic.classes': unknown shape {unknown[0]!r} "
             f"(known: {', '.join(SHAPES)})"
+        )
+    if cfg.marker_size > 0 and cfg.hue_jitter < 0:
+        raise ValueError(
+            "config keys 'dataset.synthetic.marker_size' and 'hue_jitter': a marker needs the "
+            "class hue (hue_jitter >= 0); with any hue it would carry no class"
         )
     count = cfg.num_train if split == "train" else cfg.num_val
     if count < 1:

@@ -73,11 +73,37 @@ def test_shapes_and_interior_point() -> None:
     assert ring[y, x]  # ... so its point is the nearest pixel inside
 
 
+def _class_hue_pixels(scene) -> list[tuple[int, int]]:
+    """(area, pixels in their class's hue) per instance, for three classes at hue_jitter 0:
+    OpenCV hues 0, 60, 120 (of 180), within 5, saturation at least 100."""
+    hsv = cv2.cvtColor(scene.image, cv2.COLOR_RGB2HSV).astype(int)
+    counts = []
+    for mask, label in zip(scene.instances.masks, scene.instances.labels, strict=True):
+        off = np.abs((hsv[..., 0] - 60 * int(label) + 90) % 180 - 90)
+        counts.append((int(mask.sum()), int((mask & (off <= 5) & (hsv[..., 1] >= 100)).sum())))
+    return counts
+
+
+def test_marker_carries_the_class_hue_on_a_small_disc() -> None:
+    config = replace(
+        SMALL, height=96, width=96, min_size=30, max_size=46, hue_jitter=0.0, touch_probability=0
+    )
+    # a disc of diameter 7 covers 37 pixels (x² + y² <= 3.5²); texture noise moves a few out
+    marked = _class_hue_pixels(
+        generate_scene(np.random.default_rng(0), replace(config, marker_size=7))
+    )
+    plain = _class_hue_pixels(generate_scene(np.random.default_rng(0), config))
+    assert marked and plain
+    assert all(20 <= near <= 60 and near < 0.1 * area for area, near in marked)
+    assert all(near > 0.8 * area for area, near in plain)
+
+
 @pytest.mark.parametrize(
     ("config", "match"),
     [
         (replace(SMALL, classes=["disc", "blob"]), r"dataset\.synthetic\.classes.*'blob'"),
         (replace(SMALL, num_train=0), r"dataset\.synthetic\.num_train"),
+        (replace(SMALL, marker_size=5, hue_jitter=-1), r"dataset\.synthetic\.marker_size"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, config: SyntheticConfig, match: str) -> None:
