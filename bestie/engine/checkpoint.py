@@ -23,15 +23,18 @@ Typical use in a training loop::
 Why the key: Snakemake reruns a stage when its config changes, and the old
 ``checkpoints/last.pt`` is not one of the rule's outputs, so it survives; resuming from it
 would silently continue a run with the old settings. A checkpoint whose key differs from
-the current one is therefore ignored (and later overwritten).
+the current one is therefore ignored (and later overwritten). The same holds for the run's
+inputs: a stage whose config is unchanged is rerun because an upstream artifact changed, so
+every key also names its inputs (:func:`inputs_key`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +48,7 @@ from bestie.artifacts import atomic_path
 __all__ = [
     "Checkpoint",
     "TrainingObjects",
+    "inputs_key",
     "load_checkpoint",
     "load_model",
     "resume_checkpoint",
@@ -228,6 +232,22 @@ def resume_checkpoint(
 
 
 # ----------------------------------------------------------------------------- model files
+def inputs_key(
+    config_json: str,
+    files: Iterable[str | os.PathLike[str]],
+    stat_only: Iterable[str | os.PathLike[str]] = (),
+) -> str:
+    """A checkpoint key: the stage config, the content of ``files`` and the path and size of
+    ``stat_only`` (inputs too large to read on every start, such as a training set's images;
+    not their modification time, so that identical inputs give an identical key)."""
+    digest = hashlib.sha1(config_json.encode())
+    for path in files:
+        digest.update(b"\0" + Path(path).read_bytes())
+    for path in stat_only:
+        digest.update(f"\0{os.fspath(path)}:{os.path.getsize(path)}".encode())
+    return digest.hexdigest()
+
+
 def save_model(path: str | os.PathLike[str], model: nn.Module, metadata: Mapping[str, Any]) -> None:
     """Atomically write ``{"format", "model": state dict (CPU), "metadata"}``.
 

@@ -162,14 +162,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ClassifierConfig):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.lr_gamma)
 
 
-def resume_key(cfg: ClassifierConfig, seed: int, use_amp: bool) -> str:
+def resume_key(cfg: ClassifierConfig, seed: int, use_amp: bool, inputs: str = "") -> str:
     """The configuration a checkpoint must match to be resumed (see engine.checkpoint).
 
     Whether AMP is active is part of it: a CPU checkpoint has no GradScaler state to give
-    a CUDA run, and the two would not produce the same weights anyway.
+    a CUDA run, and the two would not produce the same weights anyway. ``inputs`` names the
+    training data and the initial weights (``engine.checkpoint.inputs_key``).
     """
     fields = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE_ACROSS}
-    return json.dumps({"classifier": fields, "seed": seed, "amp": use_amp}, sort_keys=True)
+    key = {"classifier": fields, "seed": seed, "amp": use_amp, "inputs": inputs}
+    return json.dumps(key, sort_keys=True)
 
 
 def _loader(
@@ -193,6 +195,7 @@ def train_classifier(
     process: Process,
     work_dir: str | Path,
     log_path: str | Path,
+    inputs: str = "",
 ) -> list[dict[str, Any]]:
     """Train (or resume training) ``model`` for ``cfg.epochs`` epochs.
 
@@ -209,6 +212,8 @@ def train_classifier(
         log_path: the per-epoch CSV log (columns :data:`LOG_COLUMNS`), written by the main
             process only. Its loss and train F1 are those of all processes together (the
             loss sums and F1 counts are all-reduced), not the main process's share alone.
+        inputs: names the training data and initial weights in the checkpoint key, so that a
+            checkpoint of other inputs is not resumed (``engine.checkpoint.inputs_key``).
 
     Returns:
         the log rows of every epoch (including those before a resume); the same on every
@@ -233,7 +238,7 @@ def train_classifier(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
     checkpoint_path = Path(work_dir) / "checkpoints" / "last.pt"
-    key = resume_key(cfg, seed, use_amp)
+    key = resume_key(cfg, seed, use_amp, inputs)
     state = resume_checkpoint(checkpoint_path, objects, key=key)
     start = state.progress if state else 0
     if state:

@@ -6,7 +6,8 @@ Writes into ``--output-dir`` (``results/{exp}/classifier/{cam,pam}/``):
   metadata: num_classes, width, pam_layers, pam_alpha, categories, crop, epochs);
 - ``train_log.csv``: one row per epoch (epoch, lr, loss, train micro/macro F1, seconds);
 - ``metrics.json``: multi-label F1 on the un-augmented train split (threshold 0.5);
-- ``checkpoints/last.pt``: resumable state (not a rule output, so it survives a rerun).
+- ``checkpoints/last.pt``: resumable state (not a rule output, so it survives a rerun); it
+  is resumed only by a run of the same config, records, ``--init`` model and image sizes.
 
 Whether it is the CAM or the PAM classifier is decided by ``classifier.pam_layers`` alone
 (the workflow forces ``[]`` for CAM). With ``classifier.pam_init: cam`` the PAM classifier
@@ -30,7 +31,7 @@ import torch
 from bestie.artifacts import read_records, write_json
 from bestie.config import load_sections
 from bestie.data.classification import ClassificationDataset, EvalTransform, TrainTransform
-from bestie.engine.checkpoint import load_model, save_model
+from bestie.engine.checkpoint import inputs_key, load_model, save_model
 from bestie.engine.classifier_trainer import evaluate_classifier, train_classifier
 from bestie.engine.distributed import Process, cleanup, init_process
 from bestie.models.classifier import build_classifier, classifier_metadata
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
     output = Path(args.output_dir)
     process = init_process(args.device)
     try:
-        _train(config, records, categories, output, process, args.init)
+        _train(config, records, categories, output, process, args.init, args.records)
     finally:
         cleanup(process)
 
@@ -70,11 +71,13 @@ def _train(
     output: Path,
     process: Process,
     init: str,
+    records_path: str,
 ) -> None:
     cfg = config.classifier
     torch.manual_seed(config.seed)  # the random init of every process is the same
     model = build_classifier(cfg, len(categories))
-    if cfg.pam_init == "cam" and cfg.pam_layers:
+    fine_tune = cfg.pam_init == "cam" and bool(cfg.pam_layers)
+    if fine_tune:
         if not init:
             raise ValueError("classifier.pam_init is 'cam' but no --init model was given")
         state, _ = load_model(init)
@@ -103,6 +106,10 @@ def _train(
         process=process,
         work_dir=output,
         log_path=output / "train_log.csv",
+        # a rerun after the data or the CAM classifier changed must not resume the old run
+        inputs=inputs_key(
+            "", [records_path, *([init] if fine_tune else [])], [r.file for r in records]
+        ),
     )
     if not process.is_main:
         return

@@ -12,7 +12,6 @@ held-out train images: the best becomes model.pt, its metadata holds every score
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -26,7 +25,7 @@ from bestie.data.instance_dataset import InstanceDataset
 from bestie.data.io import read_image, read_label_map
 from bestie.data.transforms import TrainAugmentation
 from bestie.engine.audit import AuditImage, TruePositiveAudit
-from bestie.engine.checkpoint import save_model
+from bestie.engine.checkpoint import inputs_key, save_model
 from bestie.engine.distributed import Process, cleanup, init_process
 from bestie.engine.instance_trainer import train_instance
 from bestie.evaluation.iou import count_true_positives
@@ -56,12 +55,6 @@ def wsss_loader(folder: str):
         return read_label_map(os.path.join(folder, f"{record.name}.png"))
 
     return load
-
-
-def run_key(config_json: str, pseudo_path: str) -> str:
-    """Checkpoint key: the stage config and the pseudo labels' content."""
-    digest = hashlib.sha1(Path(pseudo_path).read_bytes()).hexdigest()
-    return hashlib.sha1(f"{config_json}|{digest}".encode()).hexdigest()
 
 
 def read_gt(path: str) -> dict | None:
@@ -188,7 +181,7 @@ def run(args: argparse.Namespace) -> None:
             dataset,
             output,
             process,
-            key=run_key(args.config, args.pseudo),
+            key=inputs_key(args.config, [args.pseudo]),
             audit=audit,
             snapshot_metadata=metadata,
         )

@@ -13,7 +13,6 @@ GPUs (gloo on CPU).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from bestie.artifacts import read_json, read_records
 from bestie.config import load_sections
 from bestie.data.maskrcnn_dataset import MaskRcnnDataset, ground_truth_instances, training_records
-from bestie.engine.checkpoint import save_model
+from bestie.engine.checkpoint import inputs_key, save_model
 from bestie.engine.distributed import cleanup, init_process
 from bestie.engine.maskrcnn_trainer import train_maskrcnn
 from bestie.models.maskrcnn import build_maskrcnn, maskrcnn_metadata
@@ -41,12 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output model.pt")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-
-
-def run_key(config_json: str, annotations_path: str) -> str:
-    """Checkpoint key: the stage config and the training annotations' content."""
-    digest = hashlib.sha1(Path(annotations_path).read_bytes()).hexdigest()
-    return hashlib.sha1(f"{config_json}|{digest}".encode()).hexdigest()
 
 
 def run(args: argparse.Namespace) -> None:
@@ -82,7 +75,7 @@ def run(args: argparse.Namespace) -> None:
             backbone_weights=mcfg.backbone_weights,
             trainable_layers=mcfg.trainable_layers,
         )
-        key = run_key(args.config, args.annotations)
+        key = inputs_key(args.config, [args.annotations])
         output = Path(args.out).parent
         model = train_maskrcnn(mcfg, model, dataset, output, process, seed=cfg.seed, key=key)
         if process.is_main:

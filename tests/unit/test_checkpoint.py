@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import random
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 
 from bestie.data.classification import ClassificationDataset, SeededSampler, TrainTransform
 from bestie.engine.checkpoint import (
+    inputs_key,
     load_checkpoint,
     load_model,
     resume_checkpoint,
@@ -102,7 +105,9 @@ def test_seeded_sampler_depends_on_seed_and_epoch_only() -> None:
     assert list(sampler) != first
 
 
-def _train(tmp_path, records, work: str, epochs: int) -> tuple[Classifier, list]:
+def _train(
+    tmp_path, records, work: str, epochs: int, inputs: str = "", init_seed: int = 0
+) -> tuple[Classifier, list]:
     cfg = ClassifierConfig(
         width=0.0625,
         resize=36,
@@ -114,7 +119,7 @@ def _train(tmp_path, records, work: str, epochs: int) -> tuple[Classifier, list]
         checkpoint_every=1,
         workers=0,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(init_seed)
     model = Classifier(len(CATEGORIES), width=cfg.width)
     dataset = ClassificationDataset(
         records, len(CATEGORIES), TrainTransform(36, 32, cfg.color_jitter)
@@ -127,6 +132,7 @@ def _train(tmp_path, records, work: str, epochs: int) -> tuple[Classifier, list]
         process=Process(0, 1, torch.device("cpu")),
         work_dir=tmp_path / work,
         log_path=tmp_path / work / "log.csv",
+        inputs=inputs,
     )
     return model, rows
 
@@ -165,3 +171,34 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path) -> None:
         log_path=tmp_path / "run" / "l.csv",
     )
     assert rows[0]["lr"] == pytest.approx(0.5)  # trained afresh with the new rate
+
+
+def test_a_checkpoint_of_other_inputs_is_not_resumed(tmp_path) -> None:
+    # Same config, other initial weights (as when the CAM classifier that the PAM classifier
+    # fine-tunes was retrained): with the inputs unchanged the finished run is resumed and
+    # its weights come back; with other inputs it trains afresh from the new weights.
+    _, records = make_split(tmp_path, [(32, 40)] * 3)
+    first, _ = _train(tmp_path, records, "run", 1, inputs="cam v1")
+    same, _ = _train(tmp_path, records, "run", 1, inputs="cam v1", init_seed=7)
+    other, _ = _train(tmp_path, records, "run", 1, inputs="cam v2", init_seed=7)
+    fresh, _ = _train(tmp_path, records, "fresh", 1, inputs="cam v2", init_seed=7)
+    for name, value in first.state_dict().items():
+        assert torch.equal(value, same.state_dict()[name]), name
+        assert torch.equal(other.state_dict()[name], fresh.state_dict()[name]), name
+    assert not all(torch.equal(v, other.state_dict()[k]) for k, v in first.state_dict().items())
+
+
+def test_inputs_key_names_content_and_file_sizes(tmp_path) -> None:
+    data, image = tmp_path / "train.json", tmp_path / "a.png"
+    data.write_bytes(b"ab")
+    image.write_bytes(b"xyz")
+    key = inputs_key("{}", [data], [image])
+    assert key == hashlib.sha1(f"{{}}\0ab\0{image}:3".encode()).hexdigest()
+    data.write_bytes(b"ac")
+    assert inputs_key("{}", [data], [image]) != key
+    data.write_bytes(b"ab")
+    image.write_bytes(b"xyzw")
+    assert inputs_key("{}", [data], [image]) != key
+    image.write_bytes(b"abc")  # same size: only the path and size are read
+    os.utime(image, ns=(5, 2_000))  # nor the modification time
+    assert inputs_key("{}", [data], [image]) == key
