@@ -231,7 +231,6 @@ def resume_checkpoint(
     return Checkpoint(progress=int(payload["progress"]), extra=dict(payload["extra"]))
 
 
-# ----------------------------------------------------------------------------- model files
 def inputs_key(
     config_json: str,
     files: Iterable[str | os.PathLike[str]],
@@ -248,6 +247,7 @@ def inputs_key(
     return digest.hexdigest()
 
 
+# ----------------------------------------------------------------------------- model files
 def save_model(path: str | os.PathLike[str], model: nn.Module, metadata: Mapping[str, Any]) -> None:
     """Atomically write ``{"format", "model": state dict (CPU), "metadata"}``.
 
