@@ -132,6 +132,13 @@ def run(args: argparse.Namespace) -> None:
     process = init_process(args.device)
     try:
         records, categories = read_records(args.records)
+        # a rerun after the images, their WSSS maps or the pseudo labels changed must not
+        # resume the old run (images and maps by path and size: too many to read each start)
+        key = inputs_key(
+            args.config,
+            [args.records, args.pseudo],
+            [r.file for r in records] + [os.path.join(args.wsss, f"{r.name}.png") for r in records],
+        )
         pseudo_json = read_json(args.pseudo)
         pseudo = annotations_by_image(pseudo_json["annotations"], records)
         gt_json = read_gt(args.gt)
@@ -181,7 +188,7 @@ def run(args: argparse.Namespace) -> None:
             dataset,
             output,
             process,
-            key=inputs_key(args.config, [args.pseudo]),
+            key=key,
             audit=audit,
             snapshot_metadata=metadata,
         )

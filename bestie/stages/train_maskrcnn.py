@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> None:
             backbone_weights=mcfg.backbone_weights,
             trainable_layers=mcfg.trainable_layers,
         )
-        key = inputs_key(args.config, [args.annotations])
+        key = inputs_key(args.config, [args.records, args.annotations], [r.file for r in records])
         output = Path(args.out).parent
         model = train_maskrcnn(mcfg, model, dataset, output, process, seed=cfg.seed, key=key)
         if process.is_main:

@@ -169,6 +169,23 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(inputs, tmp_pat
     assert losses[0] == losses[1], where
 
 
+def test_train_instance_resumes_only_a_checkpoint_of_the_same_inputs(tmp_path) -> None:
+    # A finished run is resumed at its last iteration while its inputs stay; after one WSSS
+    # map changed (a rerun of make-wsss, the config unchanged) it trains afresh.
+    inputs, output = make_inputs(tmp_path / "inputs"), tmp_path / "run"
+    for _ in range(2):
+        assert start_training(inputs, output, "instance").wait() == 0
+    log = (output / "run.log").read_text()
+    assert f"at progress {ITERATIONS}" in log and "starting afresh" not in log, log
+    first = sorted(Path(inputs["wsss"]).glob("*.png"))[0]
+    size = first.stat().st_size
+    write_label_map(first, np.zeros((40, 40), np.uint8))  # an empty map
+    assert first.stat().st_size != size
+    assert start_training(inputs, output, "instance").wait() == 0
+    log = (output / "run.log").read_text()
+    assert log.count(f"at progress {ITERATIONS}") == 1 and "starting afresh" in log, log
+
+
 def _losses(path: Path) -> list[list[str]]:
     """A training log without its timing columns."""
     rows = [line.split(",") for line in path.read_text().splitlines()]
