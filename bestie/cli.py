@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import stat
 import sys
 
 # command -> (module under bestie.stages, one-line help)
@@ -85,7 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         module.run(args)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
     except (ValueError, FileNotFoundError, FloatingPointError) as error:
         logging.getLogger("bestie").error("%s", error)
         return 1
+    except BrokenPipeError:
+        if not _stdout_is_pipe():
+            raise
+        # `python -m bestie inspect ... | head`: stop quietly, as cat does; what is left in
+        # the buffer goes to /dev/null, or Python's own flush at exit would fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
+
+
+def _stdout_is_pipe() -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError):  # no real file behind sys.stdout (a test's capture)
+        return False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from bestie import cli
@@ -23,3 +26,15 @@ def test_a_commands_help_shows_its_own_options(capsys, command: str) -> None:
     usage = capsys.readouterr().out
     assert usage.startswith(f"usage: python -m bestie {command}")
     assert {"train-instance": "--pseudo", "show": "--image"}[command] in usage
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # `python -m bestie schema | head -1`: here the reader closes the pipe before the first
+    # write, so every write fails; the command stops with status 1 and no traceback.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bestie", "schema"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    assert process.wait() == 1, error
+    assert "Traceback" not in error and "BrokenPipeError" not in error, error
