@@ -15,7 +15,6 @@ No ground truth is read.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from bestie.artifacts import read_records
 from bestie.config import load_sections
 from bestie.data.io import read_label_map
-from bestie.engine.checkpoint import save_model
+from bestie.engine.checkpoint import inputs_key, save_model
 from bestie.engine.distributed import Process, cleanup, init_process
 from bestie.engine.segnet_trainer import SegnetAugmentation, SegnetDataset, train_segnet
 from bestie.models.semantic_net import build_semantic_net
@@ -54,14 +53,13 @@ def mask_loader(folder: str):
 
 
 def run_key(config_json: str, folder: str, records: list[ImageRecord]) -> str:
-    """Checkpoint key: the stage config and the content of every record's mask."""
-    digest = hashlib.sha1(config_json.encode())
-    for record in records:
-        path = Path(folder) / f"{record.name}.png"
+    """Checkpoint key: the stage config, the content of every record's mask and the path and
+    size of its image (``engine.checkpoint.inputs_key``)."""
+    masks = [Path(folder) / f"{record.name}.png" for record in records]
+    for record, path in zip(records, masks, strict=True):
         if not path.is_file():
             raise ValueError(f"train-segnet: no CAM mask for image {record.name}: {path}")
-        digest.update(record.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return inputs_key(config_json, masks, [record.file for record in records])
 
 
 def run(args: argparse.Namespace) -> None:
