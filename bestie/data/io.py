@@ -80,6 +80,21 @@ def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
     return array.astype(np.uint8)
 
 
+def label_map_path(folder: str | os.PathLike[str], name: str) -> str:
+    """Image ``name``'s map in a folder of per-image label maps (WSSS maps, CAM masks):
+    ``folder/{name}.png``."""
+    return os.path.join(folder, f"{name}.png")
+
+
+def label_map_loader(folder: str | os.PathLike[str]):
+    """record -> the record's map in ``folder`` (:func:`label_map_path`)."""
+
+    def load(record) -> np.ndarray:
+        return read_label_map(label_map_path(folder, record.name))
+
+    return load
+
+
 def write_label_map(path: str | os.PathLike[str], labels: np.ndarray) -> None:
     """Write uint8 [H, W] indices as an indexed PNG with the VOC colour palette (atomic)."""
     from PIL import Image

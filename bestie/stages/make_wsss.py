@@ -27,7 +27,7 @@ from bestie.artifacts import (
     write_json,
 )
 from bestie.config import load_sections
-from bestie.data.io import read_label_map, write_label_map
+from bestie.data.io import label_map_path, read_label_map, write_label_map
 from bestie.evaluation.semantic import confusion, miou
 from bestie.stages.sharding import add_shard_arguments, select_shard
 from bestie.structures import ImageRecord
@@ -78,7 +78,7 @@ def map_source(cfg, gt_maps: dict[int, np.ndarray], args: argparse.Namespace) ->
             raise ValueError(f"config key 'wsss.external_dir': folder not found: {folder!r}")
 
         def external(record: ImageRecord) -> np.ndarray:
-            path = os.path.join(folder, f"{record.name}.png")
+            path = label_map_path(folder, record.name)
             if not os.path.isfile(path):
                 raise ValueError(f"wsss.external_dir: no map for image {record.name}: {path}")
             return read_label_map(path)
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> None:
     with atomic_directory(args.out) as folder:
         for record in tqdm(shard, desc=f"wsss shard {args.shard}", mininterval=10):
             semantic = check_label_map(source(record), record, len(categories), cfg.wsss.method)
-            write_label_map(folder / f"{record.name}.png", semantic)
+            write_label_map(label_map_path(folder, record.name), semantic)
             if record.id in gt_maps:
                 matrix += confusion(semantic, gt_maps[record.id], len(categories))
                 scored += 1
@@ -121,7 +121,7 @@ def gather(shards: list[str], records_path: str, out: str, miou_path: str) -> No
             counts = read_json(Path(shard) / "confusion.json")
             matrix += np.asarray(counts["matrix"], np.int64)
             scored += counts["images"]
-        missing = [r.name for r in records if not (folder / f"{r.name}.png").is_file()]
+        missing = [r.name for r in records if not os.path.isfile(label_map_path(folder, r.name))]
         if missing:
             raise ValueError(f"WSSS shards lack maps for {len(missing)} images, e.g. {missing[0]}")
     summary = {"images": scored, "miou": None, "iou": {}, "pixel_accuracy": None}

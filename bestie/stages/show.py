@@ -35,7 +35,7 @@ from bestie.artifacts import (
     read_json,
     read_records,
 )
-from bestie.data.io import read_image, read_label_map
+from bestie.data.io import label_map_path, read_image, read_label_map
 from bestie.data.targets import make_targets
 from bestie.inspection import find_dataset_file, split_of
 from bestie.report.draw import (
@@ -143,7 +143,7 @@ def show_wsss(args: argparse.Namespace) -> None:
     folder, image = (path, args.image) if path.is_dir() else (path.parent, args.image or path.stem)
     records, categories = _records(args, split_of(folder))
     record = find_record(records, image)
-    semantic = read_label_map(folder / f"{record.name}.png")
+    semantic = read_label_map(label_map_path(folder, record.name))
     picture = read_image(record.file)
     if semantic.shape != picture.shape[:2]:
         raise ValueError(
@@ -177,7 +177,7 @@ def show_pseudo_labels(data: dict, args: argparse.Namespace) -> None:
     if args.targets:
         show_targets(picture, instances, record, categories, args)
         return
-    semantic = read_label_map(os.path.join(_resolve(info["wsss"], args.path), f"{record.name}.png"))
+    semantic = read_label_map(label_map_path(_resolve(info["wsss"], args.path), record.name))
     _, cue_file = read_cue_file(
         _resolve(info["cues"], args.path), with_maps=False, image_ids={record.id}
     )

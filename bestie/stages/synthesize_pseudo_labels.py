@@ -26,7 +26,7 @@ from bestie.artifacts import (
     write_json,
 )
 from bestie.config import load_sections
-from bestie.data.io import read_label_map
+from bestie.data.io import label_map_path, read_label_map
 from bestie.evaluation.iou import count_true_positives
 from bestie.pseudo_labels import STAT_KEYS, transfer_with_stats
 from bestie.stages.sharding import add_shard_arguments, select_shard
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
     stats["images_with_gt"] = 0
     annotations = []
     for record in tqdm(shard, desc=f"pseudo labels shard {args.shard}", mininterval=10):
-        path = os.path.join(args.wsss, f"{record.name}.png")
+        path = label_map_path(args.wsss, record.name)
         semantic = check_label_map(read_label_map(path), record, len(categories), path)
         peaks = cues.get(record.id, np.zeros((0, 4), np.float32))
         kept = peaks[peaks[:, 3] > cfg.pseudo.cue_threshold]

@@ -16,13 +16,12 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bestie.artifacts import annotations_by_image, read_json, read_records
 from bestie.config import Config, load_sections
 from bestie.data.instance_dataset import InstanceDataset
-from bestie.data.io import read_image, read_label_map
+from bestie.data.io import label_map_loader, label_map_path, read_image
 from bestie.data.transforms import TrainAugmentation
 from bestie.engine.audit import AuditImage, TruePositiveAudit
 from bestie.engine.checkpoint import inputs_key, save_model
@@ -48,13 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output model.pt")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-
-
-def wsss_loader(folder: str):
-    def load(record: ImageRecord) -> np.ndarray:
-        return read_label_map(os.path.join(folder, f"{record.name}.png"))
-
-    return load
 
 
 def read_gt(path: str) -> dict | None:
@@ -137,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
         key = inputs_key(
             args.config,
             [args.records, args.pseudo],
-            [r.file for r in records] + [os.path.join(args.wsss, f"{r.name}.png") for r in records],
+            [r.file for r in records] + [label_map_path(args.wsss, r.name) for r in records],
         )
         pseudo_json = read_json(args.pseudo)
         pseudo = annotations_by_image(pseudo_json["annotations"], records)
@@ -148,7 +140,7 @@ def run(args: argparse.Namespace) -> None:
         records = [record for record in records if record.id not in held]
         if held:
             LOG.info("holding out %d train images for selection", len(held))
-        load_map = wsss_loader(args.wsss)
+        load_map = label_map_loader(args.wsss)
         augmentation = TrainAugmentation(
             cfg.instance.crop, cfg.instance.scale_min, cfg.instance.scale_max
         )

@@ -19,12 +19,11 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bestie.artifacts import read_records
 from bestie.config import load_sections
-from bestie.data.io import read_label_map
+from bestie.data.io import label_map_loader, label_map_path
 from bestie.engine.checkpoint import inputs_key, save_model
 from bestie.engine.distributed import Process, cleanup, init_process
 from bestie.engine.segnet_trainer import SegnetAugmentation, SegnetDataset, train_segnet
@@ -43,21 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
 
 
-def mask_loader(folder: str):
-    """record -> the record's CAM mask ``folder/{name}.png``."""
-
-    def load(record: ImageRecord) -> np.ndarray:
-        return read_label_map(os.path.join(folder, f"{record.name}.png"))
-
-    return load
-
-
 def run_key(config_json: str, folder: str, records: list[ImageRecord]) -> str:
     """Checkpoint key: the stage config, the content of every record's mask and the path and
     size of its image (``engine.checkpoint.inputs_key``)."""
-    masks = [Path(folder) / f"{record.name}.png" for record in records]
+    masks = [label_map_path(folder, record.name) for record in records]
     for record, path in zip(records, masks, strict=True):
-        if not path.is_file():
+        if not os.path.isfile(path):
             raise ValueError(f"train-segnet: no CAM mask for image {record.name}: {path}")
     return inputs_key(config_json, masks, [record.file for record in records])
 
@@ -82,7 +72,7 @@ def _train(config, args, records, categories, output: Path, process: Process) ->
     model = build_semantic_net(cfg.backbone, len(categories) + 1, weights=cfg.weights)
     dataset = SegnetDataset(
         records,
-        mask_loader(args.masks),
+        label_map_loader(args.masks),
         SegnetAugmentation(cfg.crop, cfg.scale_min, cfg.scale_max),
         seed=config.seed,
         ignore_border=cfg.ignore_border,

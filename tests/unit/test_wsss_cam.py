@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bestie.cues import EPSILON, merge_flip, normalize_cams
-from bestie.data.io import read_label_map, write_label_map
+from bestie.data.io import label_map_loader, read_label_map, write_label_map
 from bestie.data.transforms import normalize_image
 from bestie.engine.checkpoint import save_model
 from bestie.engine.distributed import Process
@@ -167,7 +167,7 @@ def make_dataset(tiny_split, cfg: WsssConfig, fail_at: int | None = None) -> Seg
     Crashing = crashing(SegnetDataset, fail_at)
     return Crashing(
         records,
-        train_segnet_stage.mask_loader(str(masks)),
+        label_map_loader(str(masks)),
         SegnetAugmentation(cfg.crop, cfg.scale_min, cfg.scale_max),
         seed=5,
         ignore_border=1,
