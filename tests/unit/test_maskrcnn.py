@@ -34,7 +34,12 @@ from bestie.experiments import Experiments
 from bestie.models.maskrcnn import build_maskrcnn
 from bestie.sections import MaskRcnnConfig, SyntheticConfig
 from bestie.structures import ImageRecord, Instances
-from tests.unit.training_helpers import assert_replicas_equal, join_cpu_group, run_two_processes
+from tests.unit.training_helpers import (
+    assert_replicas_equal,
+    crashing,
+    join_cpu_group,
+    run_two_processes,
+)
 
 CPU = Process(0, 1, torch.device("cpu"))
 TINY = {  # 48x64 images: no resize
@@ -192,15 +197,7 @@ def _train(
     instances[records[0].id] = Instances.empty(48, 64)  # an image without pseudo GT
     chosen = training_records(records, instances, cfg.empty_policy)
 
-    class Crashing(MaskRcnnDataset):
-        calls = 0
-
-        def __getitem__(self, key):
-            Crashing.calls += 1
-            if fail_at is not None and Crashing.calls == fail_at:
-                raise RuntimeError("simulated kill")
-            return super().__getitem__(key)
-
+    Crashing = crashing(MaskRcnnDataset, fail_at)
     torch.manual_seed(0)
     model = build_maskrcnn(
         len(categories),

@@ -19,17 +19,7 @@ from bestie.postprocess import (
 )
 from bestie.sections import DecodeConfig
 from tests.unit import official_reference as reference
-
-
-def _perfect_offsets(height: int, width: int, center: tuple[int, int]) -> torch.Tensor:
-    """[2, H, W] offsets pointing every pixel exactly at ``center``."""
-    rows, cols = torch.meshgrid(
-        torch.arange(height, dtype=torch.float32),
-        torch.arange(width, dtype=torch.float32),
-        indexing="ij",
-    )
-    return torch.stack((center[0] - rows, center[1] - cols))
-
+from tests.unit.scenes import perfect_offsets
 
 # --- find_centers --------------------------------------------------------------------------
 
@@ -94,14 +84,14 @@ def test_find_centers_rejects_bad_arguments() -> None:
 
 
 def test_cluster_of_a_perfect_offset_field_is_its_21_pixel_blob() -> None:
-    offset = _perfect_offsets(30, 30, (10, 12))
+    offset = perfect_offsets(30, 30, (10, 12))
     foreground = torch.ones(30, 30, dtype=torch.bool)
     assert int((torch.linalg.vector_norm(offset, dim=0) < 2.5).sum()) == 21
     assert cluster_centers(offset, foreground).tolist() == [[10, 12]]
 
 
 def test_cluster_centroid_is_truncated() -> None:
-    offset = _perfect_offsets(30, 30, (10, 12))
+    offset = perfect_offsets(30, 30, (10, 12))
     foreground = torch.ones(30, 30, dtype=torch.bool)
     foreground[12, 12] = False  # 20 pixels left, mean row 9.9 -> 9
     assert cluster_centers(offset, foreground).tolist() == [[9, 12]]
@@ -200,24 +190,29 @@ def test_group_pixels_without_centres_is_all_zero() -> None:
 def _row_component(width: int = 160) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A 9 x width component whose left half points at (4, 10), right half at (4, 140)."""
     foreground = torch.ones(9, width, dtype=torch.bool)
-    offset = _perfect_offsets(9, width, (4, 10))
-    offset[:, :, 75:] = _perfect_offsets(9, width, (4, 140))[:, :, 75:]
+    offset = perfect_offsets(9, width, (4, 10))
+    offset[:, :, 75:] = perfect_offsets(9, width, (4, 140))[:, :, 75:]
     return foreground, offset, torch.zeros(9, width)
 
 
-def test_cluster_centre_far_from_nms_centres_is_appended_and_marked() -> None:
-    foreground, offset, heatmap = _row_component()
-    heatmap[4, 10] = 0.9  # NMS centre
-    heatmap[4, 140] = 0.2  # weak: clustered only, 130 px away
-    ids, centers = group_component(
+def _group_clustered(heatmap, foreground, offset, *, ignore: bool):
+    """group_component with the official refinement gates: NMS 0.3, kernel 41, clustering."""
+    return group_component(
         heatmap,
         foreground,
         offset,
         threshold=0.3,
         nms_kernel=41,
         cluster=ClusterParams(),
-        ignore=True,
+        ignore=ignore,
     )
+
+
+def test_cluster_centre_far_from_nms_centres_is_appended_and_marked() -> None:
+    foreground, offset, heatmap = _row_component()
+    heatmap[4, 10] = 0.9  # NMS centre
+    heatmap[4, 140] = 0.2  # weak: clustered only, 130 px away
+    ids, centers = _group_clustered(heatmap, foreground, offset, ignore=True)
     assert centers.tolist() == [[4, 10], [4, 140]]
     assert heatmap[4, 140] == 1.0 and heatmap[4, 10] == pytest.approx(0.9)
     assert (ids[:, :75] == 1).all() and (ids[:, 75:] == 2).all()
@@ -226,40 +221,16 @@ def test_cluster_centre_far_from_nms_centres_is_appended_and_marked() -> None:
 def test_cluster_gates_distance_and_heatmap_value() -> None:
     foreground, offset, heatmap = _row_component(120)
     heatmap[4, 10] = 0.9
-    offset[:, :, 75:] = _perfect_offsets(9, 120, (4, 100))[:, :, 75:]
+    offset[:, :, 75:] = perfect_offsets(9, 120, (4, 100))[:, :, 75:]
     heatmap[4, 100] = 0.2  # 90 px from the NMS centre: not appended
-    _, centers = group_component(
-        heatmap,
-        foreground,
-        offset,
-        threshold=0.3,
-        nms_kernel=41,
-        cluster=ClusterParams(),
-        ignore=True,
-    )
+    _, centers = _group_clustered(heatmap, foreground, offset, ignore=True)
     assert centers.tolist() == [[4, 10]] and heatmap[4, 100] == pytest.approx(0.2)
     heatmap[4, 10] = 0.0  # no NMS centre: every gated cluster is used
     heatmap[4, 100] = 0.05  # not > 0.05: rejected
-    ids, centers = group_component(
-        heatmap,
-        foreground,
-        offset,
-        threshold=0.3,
-        nms_kernel=41,
-        cluster=ClusterParams(),
-        ignore=False,
-    )
+    ids, centers = _group_clustered(heatmap, foreground, offset, ignore=False)
     assert centers.shape == (0, 2) and torch.equal(ids, foreground.long())
     heatmap[4, 100] = 0.06
-    _, centers = group_component(
-        heatmap,
-        foreground,
-        offset,
-        threshold=0.3,
-        nms_kernel=41,
-        cluster=ClusterParams(),
-        ignore=True,
-    )
+    _, centers = _group_clustered(heatmap, foreground, offset, ignore=True)
     assert centers.tolist() == [[4, 100]] and heatmap[4, 100] == 1.0
 
 
@@ -307,8 +278,8 @@ def test_decode_splits_a_component_with_two_centres() -> None:
     semantic_prob[:, 5:25, 5:75] = torch.tensor([0.1, 0.9])[:, None, None]
     center = torch.zeros(1, 30, 80)
     center[0, 15, 15], center[0, 15, 60] = 0.7, 0.5
-    offset = _perfect_offsets(30, 80, (15, 15))
-    offset[:, :, 40:] = _perfect_offsets(30, 80, (15, 60))[:, :, 40:]
+    offset = perfect_offsets(30, 80, (15, 15))
+    offset[:, :, 40:] = perfect_offsets(30, 80, (15, 60))[:, :, 40:]
     instances = decode(semantic_prob, center, offset, DecodeConfig(cluster=False))
     assert instances.labels.tolist() == [0, 0]
     assert instances.masks[0, 5:25, 5:40].all() and instances.masks[0].sum() == 20 * 35

@@ -12,17 +12,9 @@ import torch
 from bestie.refine import draw_gaussians, refine_targets
 from bestie.sections import RefineConfig
 from tests.unit import official_reference as reference
+from tests.unit.scenes import perfect_offsets
 
 NO_CLUSTER = RefineConfig(cluster=False)
-
-
-def _perfect_offsets(height: int, width: int, center: tuple[int, int]) -> torch.Tensor:
-    rows, cols = torch.meshgrid(
-        torch.arange(height, dtype=torch.float32),
-        torch.arange(width, dtype=torch.float32),
-        indexing="ij",
-    )
-    return torch.stack((center[0] - rows, center[1] - cols))
 
 
 def _scene(height: int, width: int, classes: int = 3, class_id: int = 1) -> dict:
@@ -54,8 +46,8 @@ def test_two_centre_peaks_split_one_component_into_two_weighted_instances() -> N
     scene["semantic"][0, 5:25, 5:75] = 2
     scene["center"][0, 1, 15, 15] = 0.9
     scene["center"][0, 1, 15, 60] = 0.6
-    scene["offset"][0] = _perfect_offsets(30, 80, (15, 15))
-    scene["offset"][0, :, :, 40:] = _perfect_offsets(30, 80, (15, 60))[:, :, 40:]
+    scene["offset"][0] = perfect_offsets(30, 80, (15, 15))
+    scene["offset"][0, :, :, 40:] = perfect_offsets(30, 80, (15, 60))[:, :, 40:]
 
     refined = _run(scene, RefineConfig())  # clustering on: clusters sit on the NMS centres
 
@@ -78,9 +70,9 @@ def test_instance_without_its_peak_falls_back_to_the_component_centroid() -> Non
     scene["semantic"][0, 5:25, 5:75] = 2  # centroid (14.5, 39.5) -> (14, 39)
     scene["center"][0, 1, 15, 15] = 0.9
     scene["center"][0, 1, 15, 60] = 0.8
-    scene["offset"][0] = _perfect_offsets(30, 80, (15, 15))
+    scene["offset"][0] = perfect_offsets(30, 80, (15, 15))
     stray = (slice(5, 9), slice(50, 70))  # grouped to (15, 60) but holds no centre value
-    scene["offset"][0][(slice(None), *stray)] = _perfect_offsets(30, 80, (15, 60))[
+    scene["offset"][0][(slice(None), *stray)] = perfect_offsets(30, 80, (15, 60))[
         (slice(None), *stray)
     ]
 
@@ -90,7 +82,7 @@ def test_instance_without_its_peak_falls_back_to_the_component_centroid() -> Non
     torch.testing.assert_close(weight[stray], torch.full((4, 20), 0.5))  # seg_score alone
     assert weight[20, 60] == pytest.approx(0.45)  # 0.9 * 0.5
     torch.testing.assert_close(
-        offset[(slice(None), *stray)], _perfect_offsets(30, 80, (14, 39))[(slice(None), *stray)]
+        offset[(slice(None), *stray)], perfect_offsets(30, 80, (14, 39))[(slice(None), *stray)]
     )
     expected = torch.maximum(_gaussian_at(30, 80, (15, 15)), _gaussian_at(30, 80, (14, 39)))
     assert torch.equal(refined["center"][0, 1], expected)
@@ -105,7 +97,7 @@ def _six_segment_scene(empty_third: bool) -> dict:
         scene["center"][0, 1][peak] = 0.9
         target = (10, 50) if empty_third and segment == 2 else peak
         cols = slice(5 + 30 * segment, 35 + 30 * segment)
-        scene["offset"][0, :, :, cols] = _perfect_offsets(20, 190, target)[:, :, cols]
+        scene["offset"][0, :, :, cols] = perfect_offsets(20, 190, target)[:, :, cols]
     return scene
 
 
