@@ -176,7 +176,7 @@ GRIDS = {  # the training jobs of each paper-table grid (+ variant) over the def
     "cues+large_objects": {"train_classifier": 2, "train_instance": 3, "train_maskrcnn": 4},
     "table3+seeds10+large_val": {"train_classifier": 20, "train_instance": 50, "make_wsss": 20},
     "table3+gt_cues": {"train_classifier": 2, "train_instance": 6},
-    "pam_recipes": {"train_classifier": 5, "train_instance": 4, "train_maskrcnn": 5},
+    "pam_recipes": {"train_classifier": 6, "train_instance": 5, "train_maskrcnn": 6},
 }
 
 
